@@ -1,0 +1,119 @@
+"""`lmcli tokenize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmcli.cli.render import ByteProgress, print_json, print_table, user_errors
+from lmcli.config import TokenizeConfig
+from lmcli.corpus.prepare import TokenizeResult, tokenize_corpus
+
+
+def tokenize(
+    corpus: Annotated[
+        str,
+        typer.Argument(help="A text file, or a named corpus (shakespeare) to download once."),
+    ],
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            "--tokenizer",
+            "-t",
+            help="char (one token per character), bpe (byte-level BPE trained on the corpus), "
+            "or a pretrained tiktoken encoding (gpt2, cl100k_base, ...).",
+        ),
+    ] = "char",
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(
+            help="BPE vocabulary size: 256 byte tokens + merges. [default: 4096 for bpe]",
+            show_default=False,
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(help="Fraction at the end of the corpus (cut at a line) held out for val."),
+    ] = 0.1,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory. [default: tokens/CORPUS-TOKENIZER]", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace the output directory if it exists.")] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the text byte-exact: no BOM stripping or newline normalisation, and "
+            "invalid UTF-8 is an error. By default a leading BOM is dropped, CRLF and CR become "
+            "LF, and invalid bytes become U+FFFD (all counted in the summary).",
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="LMCLI_DATA_DIR",
+            help="Where named corpora are downloaded and cached. "
+            "[default: data/downloads in a checkout, else ~/.cache/lmcli]",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Turn a text file or a named corpus into train.bin / val.bin token files + meta.json."""
+    cfg = TokenizeConfig(
+        corpus=corpus,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        val_fraction=val_fraction,
+        out=out,
+        force=force,
+        exact=exact,
+        data_dir=data_dir,
+    )
+    with user_errors(), ByteProgress() as progress:
+        result = tokenize_corpus(cfg, progress)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        print_table("lmcli tokenize", _rows(result))
+
+
+def _rows(r: TokenizeResult) -> list[tuple[str, str]]:
+    return [
+        ("corpus", r.corpus),
+        ("output", str(r.out_dir)),
+        ("tokenizer", r.tokenizer),
+        ("vocab size", f"{r.vocab_size:,}"),
+        ("characters", f"{r.chars:,}"),
+        ("bytes", f"{r.bytes:,}"),
+        ("tokens", f"{r.tokens:,}"),
+        ("bytes per token", f"{r.bytes_per_token:.3f}"),
+        ("train / val tokens", f"{r.train_tokens:,} / {r.val_tokens:,}"),
+        ("token dtype", r.dtype),
+        ("text changes", _changes(r.text_changes)),
+        ("sha256", r.sha256[:16] + "…"),
+        ("tokenizer time", f"{r.tokenizer_seconds:.2f} s"),
+        ("encode speed", f"{r.encode_mb_per_s:.1f} MB/s"),
+        ("total time", f"{r.seconds:.2f} s"),
+    ]
+
+
+def _changes(c: dict[str, Any]) -> str:
+    if c["mode"] == "exact":
+        return "none (--exact)"
+    parts = []
+    if c["bom_stripped"]:
+        parts.append("BOM stripped")
+    if c["crlf_to_lf"]:
+        parts.append(f"{c['crlf_to_lf']:,} CRLF→LF")
+    if c["cr_to_lf"]:
+        parts.append(f"{c['cr_to_lf']:,} CR→LF")
+    if c["invalid_bytes_replaced"]:
+        parts.append(f"{c['invalid_bytes_replaced']:,} invalid bytes→U+FFFD")
+    return ", ".join(parts) or "none needed"

@@ -1,0 +1,178 @@
+"""Typed, frozen configs shared by the CLI and the library.
+
+Each field's name is its flag's name (`kv_heads` is `--kv-heads`), so errors can speak in flags.
+`validate()` raises ConfigError before any work starts; it never asserts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lmcli.errors import ConfigError
+
+# A uint32 token file holds ids below 2**32; we refuse vocabularies it cannot hold.
+MAX_VOCAB_SIZE = 2**32
+# Byte-level BPE starts from the 256 byte tokens and needs at least one merge.
+MIN_BPE_VOCAB_SIZE = 256 + 1
+DEFAULT_BPE_VOCAB_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """What `lmcli tokenize` does; see `lmcli tokenize --help` for each field."""
+
+    # A text file or the name of a corpus in data/corpora.json.
+    corpus: str
+    # "char", "bpe" (trained on the corpus) or a pretrained tiktoken encoding name ("gpt2", ...).
+    tokenizer: str = "char"
+    # Vocabulary size for "bpe" (256 byte tokens + merges); None means DEFAULT_BPE_VOCAB_SIZE.
+    vocab_size: int | None = None
+    # The last fraction of the corpus (cut at a line boundary) becomes the validation split.
+    val_fraction: float = 0.1
+    # Output directory; None derives one under ./tokens from the corpus and tokenizer.
+    out: Path | None = None
+    # Replace an existing output directory.
+    force: bool = False
+    # Keep the text byte-exact: no BOM stripping, no newline normalisation, invalid UTF-8 is an
+    # error. The default normalises (see lmcli/corpus/text.py).
+    exact: bool = False
+    # Where named corpora are downloaded; None means $LMCLI_DATA_DIR or the default cache.
+    data_dir: Path | None = None
+    # Size of the pieces the corpus is streamed in (cut at line boundaries).
+    chunk_bytes: int = 1 << 20
+
+    @property
+    def bpe_vocab_size(self) -> int:
+        return self.vocab_size if self.vocab_size is not None else DEFAULT_BPE_VOCAB_SIZE
+
+    @property
+    def tokenizer_spec(self) -> str:
+        """Short name of the tokenizer: "char", "bpe4096", "gpt2"."""
+        return f"bpe{self.bpe_vocab_size}" if self.tokenizer == "bpe" else self.tokenizer
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
+        if self.vocab_size is not None and self.tokenizer != "bpe":
+            raise ConfigError(
+                f"--vocab-size applies to --tokenizer bpe only (got --tokenizer {self.tokenizer})",
+                hint="a char vocabulary is the corpus's characters; a pretrained one is fixed",
+            )
+        size = self.bpe_vocab_size
+        if self.tokenizer == "bpe" and size < MIN_BPE_VOCAB_SIZE:
+            raise ConfigError(
+                f"--vocab-size must be at least {MIN_BPE_VOCAB_SIZE} "
+                f"(256 byte tokens + 1 merge) (got {size})"
+            )
+        if self.tokenizer == "bpe" and size > MAX_VOCAB_SIZE:
+            raise ConfigError(
+                f"--vocab-size must be at most {MAX_VOCAB_SIZE} (what a uint32 token file holds) "
+                f"(got {size})"
+            )
+        if self.chunk_bytes < 1024:
+            raise ConfigError(f"chunk size must be at least 1024 bytes (got {self.chunk_bytes})")
+
+
+ModelKind = Literal["transformer", "lstm", "gru"]
+PosKind = Literal["learned", "sinusoidal", "rope", "none"]
+NormKind = Literal["layernorm", "rmsnorm"]
+NormPlacement = Literal["pre", "post"]
+MlpKind = Literal["gelu", "swiglu", "relu2"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a decoder-only transformer or a recurrent (LSTM/GRU) baseline."""
+
+    model: ModelKind = "transformer"
+    # Set from the token data's meta.json, never by hand.
+    vocab_size: int = 256
+    layers: int = 4
+    # Transformer: residual width C. LSTM/GRU: hidden size.
+    width: int = 128
+    heads: int = 4
+    # Key/value heads: = heads is multi-head, 1 is multi-query, a divisor between is grouped-query.
+    # None means "= heads".
+    kv_heads: int | None = None
+    # Context length T (tokens the model sees at once; the training sequence length).
+    context: int = 64
+    pos: PosKind = "rope"
+    norm: NormKind = "rmsnorm"
+    norm_placement: NormPlacement = "pre"
+    mlp: MlpKind = "gelu"
+    # Sliding-window width W for the local layers; None means every layer is global.
+    window: int | None = None
+    # Layer pattern, repeated over the layers: "S" is a sliding-window (local) layer, "L" a global
+    # one. "SL" alternates, as GPT-3 did; "SSSL" is nanochat's. Ignored when window is None.
+    window_pattern: str = "SL"
+    dropout: float = 0.0
+    # Share the token embedding with the LM head.
+    tie: bool = True
+    # Bias in linear layers and norms.
+    bias: bool = False
+    # LSTM/GRU embedding size; None means = width (which also allows a tied head).
+    embedding: int | None = None
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.heads if self.kv_heads is None else self.kv_heads
+
+    def layer_windows(self) -> list[int | None]:
+        """Per layer, the sliding-window width or None for a global (full causal) layer."""
+        if self.window is None:
+            return [None] * self.layers
+        pattern = self.window_pattern.upper()
+        return [
+            self.window if pattern[i % len(pattern)] == "S" else None for i in range(self.layers)
+        ]
+
+    def validate(self) -> None:
+        positive = {"--layers": self.layers, "--width": self.width, "--context": self.context}
+        for flag, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        if self.vocab_size < 1:
+            raise ConfigError(f"vocabulary size must be at least 1 (got {self.vocab_size})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.embedding is not None and self.embedding < 1:
+            raise ConfigError(f"--embedding must be at least 1 (got {self.embedding})")
+        if self.model == "transformer" and self.embedding is not None:
+            raise ConfigError(
+                "--embedding applies to --model lstm or gru only",
+                hint="a transformer's embedding size is --width",
+            )
+        if self.model != "transformer":
+            if self.tie and self.embedding is not None and self.embedding != self.width:
+                raise ConfigError(
+                    f"--tie needs --embedding equal to --width "
+                    f"(got {self.embedding} and {self.width})",
+                    hint="pass --no-tie, or leave --embedding unset",
+                )
+            return
+        if self.heads < 1:
+            raise ConfigError(f"--heads must be at least 1 (got {self.heads})")
+        if self.width % self.heads != 0:
+            raise ConfigError(f"--heads must divide --width (got {self.heads} and {self.width})")
+        kv = self.n_kv_heads
+        if kv < 1 or self.heads % kv != 0:
+            raise ConfigError(f"--kv-heads must divide --heads (got {kv} and {self.heads})")
+        head_dim = self.width // self.heads
+        if self.pos == "rope" and head_dim % 2 != 0:
+            raise ConfigError(
+                f"--pos rope needs an even head size, --width / --heads (got {head_dim})"
+            )
+        if self.window is not None:
+            if not 1 <= self.window <= self.context:
+                raise ConfigError(
+                    f"--window must be between 1 and --context (got {self.window} and "
+                    f"{self.context})"
+                )
+            if not re.fullmatch(r"[SLsl]+", self.window_pattern):
+                raise ConfigError(
+                    f"--window-pattern must be letters S (local) and L (global), e.g. SL "
+                    f"(got {self.window_pattern!r})"
+                )

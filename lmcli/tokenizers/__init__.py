@@ -1,0 +1,61 @@
+"""Tokenizers: character level, byte-level BPE trained on the corpus, or a pretrained tiktoken
+encoding. All are saved as plain JSON (+ a tiktoken rank file for BPE) and loaded with
+`load_tokenizer(directory)`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmcli.errors import InputError
+from lmcli.tokenizers.bpe import BpeTokenizer, from_json, pretrained, train_bpe, write_ranks
+from lmcli.tokenizers.char import CharTokenizer
+
+Tokenizer = CharTokenizer | BpeTokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+RANKS_FILE = "tokenizer.tiktoken"
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "BpeTokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "load_tokenizer",
+    "pretrained",
+    "save_tokenizer",
+    "train_bpe",
+]
+
+
+def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> list[str]:
+    """Write the tokenizer into `directory`; return the file names written."""
+    if isinstance(tokenizer, CharTokenizer):
+        meta = tokenizer.to_json()
+        files = [TOKENIZER_FILE]
+    else:
+        write_ranks(directory / RANKS_FILE, tokenizer.mergeable_ranks())
+        meta = tokenizer.to_json(RANKS_FILE)
+        files = [TOKENIZER_FILE, RANKS_FILE]
+    meta = {"schema_version": SCHEMA_VERSION, **meta}
+    text = json.dumps(meta, ensure_ascii=True, indent=1)
+    (directory / TOKENIZER_FILE).write_text(text + "\n", encoding="utf-8")
+    return files
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """Load what `save_tokenizer` wrote."""
+    path = directory / TOKENIZER_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"no tokenizer in {directory} (missing {TOKENIZER_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path}: not an lmcli tokenizer file of schema {SCHEMA_VERSION}")
+    if meta.get("type") == "char":
+        return CharTokenizer(str(meta["chars"]))
+    if meta.get("type") == "bpe":
+        return from_json(meta, directory)
+    raise InputError(f"{path}: unknown tokenizer type {meta.get('type')!r}")

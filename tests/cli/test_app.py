@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lmcli import __version__
+from lmcli.cli import app
+
+
+def test_help_lists_every_command_with_a_description() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "tokenize" in result.stdout
+    assert "Turn a text file or a named corpus into token files" in result.stdout
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"lmcli {__version__}"
+
+
+def test_console_script_and_python_dash_m(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "lmcli"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"lmcli {__version__}"
+    out = subprocess.run(
+        [sys.executable, "-m", "lmcli", "tokenize", str(tmp_path / "missing.txt")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: no such file")
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmcli.config import TokenizeConfig
+from lmcli.corpus.prepare import tokenize_corpus
+from lmcli.corpus.tokenfiles import TokenMeta, open_tokens, token_dtype
+from lmcli.errors import InputError
+from lmcli.tokenizers import load_tokenizer
+
+
+def test_char_on_tiny_shakespeare(shakespeare_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "char"
+    stages: set[str] = set()
+    result = tokenize_corpus(
+        TokenizeConfig(corpus=str(shakespeare_path), out=out),
+        lambda stage, done, total: stages.add(stage),
+    )
+    assert result.vocab_size == 65
+    assert result.tokens == 1_115_394
+    assert result.train_tokens + result.val_tokens == 1_115_394
+    assert {"sha256", "scan train", "encode train", "encode val"} <= stages
+    meta = TokenMeta.load(out)
+    assert meta.dtype == "<u2"
+    assert meta.splits["train"].bytes + meta.splits["val"].bytes == 1_115_394
+    assert meta.corpus["sha256"] == result.sha256
+    assert meta.lmcli_version
+    tok = load_tokenizer(out)
+    text = shakespeare_path.read_text(encoding="utf-8")
+    train, val = open_tokens(out, "train"), open_tokens(out, "val")
+    assert tok.decode(train) + tok.decode(val) == text
+    assert tok.decode(val[:30]).startswith(text[len(tok.decode(train)) :][:30])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "meta.json", "tokenizer.json", "train.bin", "val.bin",
+    ]  # fmt: skip
+
+
+def test_bpe_splits_decode_to_the_text(shakespeare_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bpe"
+    cfg = TokenizeConfig(corpus=str(shakespeare_path), tokenizer="bpe", vocab_size=1024, out=out)
+    result = tokenize_corpus(cfg)
+    assert result.vocab_size == 1024
+    assert result.bytes_per_token > 2.5
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["tokenizer"] == "bpe1024"
+    tok = load_tokenizer(out)
+    val = tok.decode(open_tokens(out, "val"))
+    assert len(val.encode("utf-8")) == meta["splits"]["val"]["bytes"]
+    assert shakespeare_path.read_text(encoding="utf-8").endswith(val)
+
+
+def test_token_dtype_widens_past_65536() -> None:
+    assert token_dtype(65_536) == np.dtype("<u2")
+    assert token_dtype(65_537) == np.dtype("<u4")
+    assert token_dtype(100_277) == np.dtype("<u4")
+
+
+def test_messy_file_is_normalised_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "messy.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + b"first line\r\nsecond\rthird \xff\n" * 40)
+    result = tokenize_corpus(TokenizeConfig(corpus=str(path), out=tmp_path / "o"))
+    assert result.text_changes == {
+        "mode": "normalize",
+        "bom_stripped": True,
+        "crlf_to_lf": 40,
+        "cr_to_lf": 40,
+        "invalid_bytes_replaced": 40,
+    }
+    assert "\r" not in load_tokenizer(tmp_path / "o").chars  # type: ignore[union-attr]
+
+
+def test_exact_mode_keeps_carriage_returns(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"line\r\n" * 50)
+    tokenize_corpus(TokenizeConfig(corpus=str(path), out=tmp_path / "o", exact=True))
+    assert "\r" in load_tokenizer(tmp_path / "o").chars  # type: ignore[union-attr]
+
+
+def test_failure_leaves_no_output(shakespeare_path: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small.txt"
+    small.write_text("to be or not to be\n" * 50)
+    cfg = TokenizeConfig(corpus=str(small), tokenizer="bpe", vocab_size=5000, out=tmp_path / "o")
+    with pytest.raises(InputError, match="supports only"):
+        tokenize_corpus(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.txt"]
