@@ -43,6 +43,11 @@ class TokenizeConfig:
     data_dir: Path | None = None
     # Size of the pieces the corpus is streamed in (cut at line boundaries).
     chunk_bytes: int = 1 << 20
+    # BPE merges are learned on at most this many MB of the training split, spread evenly over
+    # it: the trainer's memory grows with the text it counts (~1.5 MB per MB of varied text).
+    bpe_train_mb: float = 32.0
+    # Threads that encode pieces in parallel; None means min(cores, 4).
+    threads: int | None = None
 
     @property
     def bpe_vocab_size(self) -> int:
@@ -72,6 +77,10 @@ class TokenizeConfig:
                 f"--vocab-size must be at most {MAX_VOCAB_SIZE} (what a uint32 token file holds) "
                 f"(got {size})"
             )
+        if self.bpe_train_mb <= 0:
+            raise ConfigError(f"--bpe-train-mb must be positive (got {self.bpe_train_mb})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
         if self.chunk_bytes < 1024:
             raise ConfigError(f"chunk size must be at least 1024 bytes (got {self.chunk_bytes})")
 

@@ -61,6 +61,19 @@ def tokenize(
             show_default=False,
         ),
     ] = None,
+    bpe_train_mb: Annotated[
+        float,
+        typer.Option(
+            help="Learn BPE merges on at most this many MB of the training split, spread evenly "
+            "over it (the trainer's memory grows with the text it counts). All of it is encoded."
+        ),
+    ] = 32.0,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads encoding in parallel. [default: cores, at most 4]", show_default=False
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,
@@ -75,6 +88,8 @@ def tokenize(
         force=force,
         exact=exact,
         data_dir=data_dir,
+        bpe_train_mb=bpe_train_mb,
+        threads=threads,
     )
     with user_errors(), ByteProgress() as progress:
         result = tokenize_corpus(cfg, progress)
@@ -98,10 +113,14 @@ def _rows(r: TokenizeResult) -> list[tuple[str, str]]:
         ("token dtype", r.dtype),
         ("text changes", _changes(r.text_changes)),
         ("sha256", r.sha256[:16] + "…"),
-        ("tokenizer time", f"{r.tokenizer_seconds:.2f} s"),
+        ("tokenizer time", f"{r.tokenizer_seconds:.2f} s" + _trained_on(r)),
         ("encode speed", f"{r.encode_mb_per_s:.1f} MB/s"),
         ("total time", f"{r.seconds:.2f} s"),
     ]
+
+
+def _trained_on(r: TokenizeResult) -> str:
+    return f" (merges from {r.bpe_train_mb:.1f} MB)" if r.bpe_train_mb is not None else ""
 
 
 def _changes(c: dict[str, Any]) -> str:

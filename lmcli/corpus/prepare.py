@@ -11,10 +11,14 @@ import os
 import shutil
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lmcli import __version__
 from lmcli.config import TokenizeConfig
@@ -45,6 +49,7 @@ class TokenizeResult:
     bytes_per_token: float
     text_changes: dict[str, Any]
     tokenizer_seconds: float  # BPE training, char scan or encoding load
+    bpe_train_mb: float | None  # text the BPE merges were learned on (≈, whole pieces)
     encode_seconds: float
     encode_mb_per_s: float
     seconds: float
@@ -101,13 +106,14 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         )
 
     t0 = time.perf_counter()
-    tokenizer = _build_tokenizer(cfg, pieces)
+    tokenizer = _build_tokenizer(cfg, pieces, train_bytes=split)
     tokenizer_seconds = time.perf_counter() - t0
 
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
+    workers = cfg.threads or min(os.cpu_count() or 1, 4)
     try:
         t0 = time.perf_counter()
         dtype = token_dtype(tokenizer.vocab_size)
@@ -117,8 +123,7 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
             stats = TextStats()
             n_tokens = 0
             with (tmp / f"{name}.bin").open("wb") as f:
-                for piece in pieces(name, f"encode {name}", stats):
-                    ids = tokenizer.encode(piece)
+                for ids in _encode(tokenizer, pieces(name, f"encode {name}", stats), workers):
                     ids.astype(dtype, copy=False).tofile(f)
                     n_tokens += len(ids)
             if n_tokens == 0:
@@ -163,20 +168,55 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         bytes_per_token=totals.bytes / tokens,
         text_changes=meta.text,
         tokenizer_seconds=tokenizer_seconds,
+        bpe_train_mb=min(split, cfg.bpe_train_mb * 1e6) / 1e6 if cfg.tokenizer == "bpe" else None,
         encode_seconds=encode_seconds,
         encode_mb_per_s=size / 1e6 / max(encode_seconds, 1e-9),
         seconds=time.perf_counter() - started,
     )
 
 
-def _build_tokenizer(cfg: TokenizeConfig, pieces: Callable[[str, str], Iterator[str]]) -> Tokenizer:
+def _build_tokenizer(
+    cfg: TokenizeConfig, pieces: Callable[[str, str], Iterator[str]], train_bytes: int
+) -> Tokenizer:
     if cfg.tokenizer == "char":
         # The vocabulary covers both splits: a character seen only in val must still encode.
         return CharTokenizer.from_texts(p for name in SPLITS for p in pieces(name, f"scan {name}"))
     if cfg.tokenizer == "bpe":
-        # Merges are learned on the training split only.
-        return train_bpe(pieces("train", "train BPE"), cfg.bpe_vocab_size)
+        # Merges are learned on the training split only, on an even sample of it if it is large.
+        sample = _even_sample(pieces("train", "train BPE"), train_bytes, cfg.bpe_train_mb * 1e6)
+        return train_bpe(sample, cfg.bpe_vocab_size)
     return pretrained(cfg.tokenizer)
+
+
+def _even_sample(pieces: Iterator[str], total: int, budget: float) -> Iterator[str]:
+    """Pieces spread evenly over the stream, about `budget` bytes of `total` in all."""
+    ratio = min(1.0, budget / max(total, 1))
+    seen = kept = 0.0
+    for piece in pieces:
+        size = len(piece)  # characters: close enough to bytes for choosing
+        seen += size
+        if kept + size <= seen * ratio + size / 2:
+            kept += size
+            yield piece
+
+
+def _encode(tokenizer: Tokenizer, pieces: Iterator[str], workers: int) -> Iterator[np.ndarray]:
+    """Encoded pieces, in order, with up to `workers` pieces encoding at once.
+
+    Reading and normalising the next pieces overlaps with encoding; at most workers + 1 pieces
+    are in flight, so memory stays bounded.
+    """
+    if workers == 1:
+        yield from map(tokenizer.encode, pieces)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[np.ndarray]] = deque()
+        for piece in pieces:
+            pending.append(pool.submit(tokenizer.encode, piece))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _replace_dir(new: Path, out: Path) -> None:

@@ -84,7 +84,7 @@ def find_split(path: Path, size: int, val_fraction: float) -> int:
         f.seek(max(target - window, 0))
         before = f.read(target - max(target - window, 0))
     newline = after.find(b"\n")
-    if 0 <= newline and target + newline + 1 < size:
+    if newline >= 0 and target + newline + 1 < size:
         return target + newline + 1
     newline = before.rfind(b"\n")
     if newline >= 0:

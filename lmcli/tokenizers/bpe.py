@@ -15,6 +15,7 @@ rewritten in place can come back stale) and its `dump_tiktoken_bpe` needs `blobf
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -31,8 +32,9 @@ GPT4_PATTERN = (
     r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 # rustbpe ingests this many pieces before each parallel counting pass: with 1 MB pieces that
-# bounds the text it holds to ~16 MB (its default, 8192, would hold the whole corpus).
-_TRAIN_BUFFER_PIECES = 16
+# bounds the text it holds to ~4 MB (its default, 8192, would hold the whole corpus).
+_TRAIN_BUFFER_PIECES = 4
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BpeTokenizer:
@@ -51,9 +53,7 @@ class BpeTokenizer:
     def encode(self, text: str) -> np.ndarray:
         """Token ids (uint32); special-token text is encoded as ordinary text."""
         try:
-            return self.encoding.encode_to_numpy(
-                text, allowed_special=set(), disallowed_special=()
-            )
+            return self.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         except UnicodeEncodeError:
             raise InputError("text is not valid Unicode (it holds lone surrogates)") from None
 

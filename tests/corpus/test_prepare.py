@@ -87,3 +87,48 @@ def test_failure_leaves_no_output(shakespeare_path: Path, tmp_path: Path) -> Non
     with pytest.raises(InputError, match="supports only"):
         tokenize_corpus(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.txt"]
+
+
+def test_even_sample_spreads_over_the_stream() -> None:
+    from lmcli.corpus.prepare import _even_sample
+
+    pieces = [f"{i:03d}" * 100 for i in range(100)]  # 300 characters each
+    kept = list(_even_sample(iter(pieces), 30_000, budget=6_000))
+    assert 19 <= len(kept) <= 21
+    indices = [pieces.index(p) for p in kept]
+    assert indices[0] < 10 and indices[-1] >= 90  # from the whole stream, not a prefix
+    assert list(_even_sample(iter(pieces), 30_000, budget=1e9)) == pieces
+
+
+def test_threaded_encoding_keeps_order(shakespeare_text: str) -> None:
+    from lmcli.corpus.prepare import _encode
+    from lmcli.tokenizers import train_bpe
+
+    tok = train_bpe([shakespeare_text[:100_000]], 300)
+    pieces = [shakespeare_text[i : i + 5000] for i in range(0, 200_000, 5000)]
+    one = [a.tolist() for a in _encode(tok, iter(pieces), workers=1)]
+    three = [a.tolist() for a in _encode(tok, iter(pieces), workers=3)]
+    assert one == three
+    assert len(one) == len(pieces)
+
+
+def test_bpe_merges_from_a_sample_still_encode_everything(
+    shakespeare_path: Path, tmp_path: Path
+) -> None:
+    cfg = TokenizeConfig(
+        corpus=str(shakespeare_path),
+        tokenizer="bpe",
+        vocab_size=300,
+        out=tmp_path / "o",
+        bpe_train_mb=0.2,
+        chunk_bytes=50_000,
+    )
+    result = tokenize_corpus(cfg)
+    assert result.bpe_train_mb == pytest.approx(0.2)
+    tok = load_tokenizer(tmp_path / "o")
+    text = shakespeare_path.read_text(encoding="utf-8")
+    assert (
+        tok.decode(open_tokens(tmp_path / "o", "train"))
+        + tok.decode(open_tokens(tmp_path / "o", "val"))
+        == text
+    )

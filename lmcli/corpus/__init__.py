@@ -1,0 +1,1 @@
+"""Corpora: named recipes and downloads, streaming text, token files, and `tokenize`."""
