@@ -185,3 +185,70 @@ class ModelConfig:
                     f"--window-pattern must be letters S (local) and L (global), e.g. SL "
                     f"(got {self.window_pattern!r})"
                 )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimisation, budget, evaluation, device. Flags share the field names."""
+
+    batch_size: int = 32
+    # Micro-batches per optimiser step: the step sees batch_size * grad_accum sequences.
+    grad_accum: int = 1
+    # Peak learning rate, reached after `warmup` steps, then cosine decay to lr * min_lr_ratio.
+    lr: float = 3e-3
+    warmup: int = 50
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    # Budgets: steps and/or seconds of training (evaluation and checkpoints not counted). The
+    # schedule runs to whichever ends first. Neither set: train until Ctrl-C (cosine over 5000).
+    max_steps: int | None = None
+    max_time: float | None = None
+    # Evaluate on the whole validation split every N steps (and at the end).
+    eval_every: int = 250
+    # Print a log line / metrics row every N steps.
+    log_every: int = 10
+    device: str = "auto"
+    dtype: str = "auto"
+    # torch.compile the model; None means on for CUDA, off elsewhere (CPU compiles take minutes).
+    compile: bool | None = None
+    # CPU threads; None means devices.default_threads().
+    threads: int | None = None
+    seed: int = 1337
+
+    def validate(self) -> None:
+        at_least_one = {
+            "--batch-size": self.batch_size,
+            "--grad-accum": self.grad_accum,
+            "--eval-every": self.eval_every,
+            "--log-every": self.log_every,
+        }
+        for flag, value in at_least_one.items():
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive (got {self.lr})")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be at least 0 (got {self.warmup})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be at least 1 (got {self.max_steps})")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ConfigError(f"--max-time must be positive (got {self.max_time})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "3m", "1h30m", "1.5h"."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    cleaned = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", cleaned):
+        return float(cleaned)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned:
+        raise ConfigError(f"--max-time must look like 90s, 3m or 1h30m (got {text!r})")
+    return sum(float(n) * units[u] for n, u in parts)

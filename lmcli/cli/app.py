@@ -8,6 +8,7 @@ import typer
 
 from lmcli import __version__
 from lmcli.cli.tokenize import tokenize
+from lmcli.cli.train import train
 
 app = typer.Typer(
     name="lmcli",
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Turn a text file or a named corpus into token files for training.")(tokenize)
+app.command(help="Train a transformer or an LSTM/GRU language model.")(train)
 
 
 def _version(value: bool) -> None:

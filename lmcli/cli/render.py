@@ -95,3 +95,77 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     stdout().print(table)
+
+
+def print_kv(title: str, record: dict[str, Any]) -> None:
+    """A compact `key=value` block on stderr (the resolved config before training)."""
+    err = stderr()
+    body = "  ".join(f"{k}={v}" for k, v in record.items())
+    err.print(f"[bold]{title}[/]: {body}", markup=True, soft_wrap=False)
+
+
+def note(message: str) -> None:
+    stderr().print(message, markup=False, soft_wrap=True)
+
+
+class TrainProgress:
+    """Draws training events: a bar (step, loss, lr, tokens/s, ETA) on a terminal, one line per
+    evaluation always. `quiet` shows nothing."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.console = stderr()
+        self._progress = Progress(
+            TextColumn("step {task.fields[step]:>6}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=quiet or not self.console.is_terminal,
+        )
+        self._task = self._progress.add_task("train", total=1.0, step=0, loss="-", lr="-", rate="-")
+
+    def __enter__(self) -> TrainProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        kind = type(event).__name__
+        if kind == "Started":
+            mb = event.memory_estimate_bytes / 2**20
+            self.console.print(
+                f"{event.params:,} parameters on {event.device} ({event.dtype}, "
+                f"{event.threads} thread{'s' * (event.threads > 1)}"
+                f"{', compiled' if event.compiled else ''}"
+                f"{f', {event.world_size} processes' if event.world_size > 1 else ''}); "
+                f"≈{mb:,.0f} MiB; ≈{event.step_seconds_estimate * 1000:,.0f} ms per step of "
+                f"{event.tokens_per_step:,} tokens"
+                + (f"; resuming at step {event.start_step}" if event.start_step else ""),
+                markup=False,
+                soft_wrap=True,
+            )
+            for line in event.notes:
+                self.console.print(f"note: {line}", markup=False, soft_wrap=True)
+        elif kind == "Logged":
+            self._progress.update(
+                self._task,
+                completed=event.progress,
+                step=event.step,
+                loss=f"{event.loss:.4f}",
+                lr=f"{event.lr:.2e}",
+                rate=f"{event.tokens_per_s:,.0f}",
+            )
+        elif kind == "Evaluated":
+            e = event.evaluation
+            self.console.print(
+                f"step {event.step:>6}  val loss {e.loss:.4f}  ppl {e.perplexity:.2f}  "
+                f"bits/byte {e.bits_per_byte:.4f}  ({event.train_seconds:.0f} s)"
+                + ("  *best" if event.best else ""),
+                markup=False,
+                soft_wrap=True,
+            )

@@ -1,0 +1,1 @@
+"""Training: batches, the loop, the schedule, evaluation, the run directory, DDP."""

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lmcli.checkpoints import load_checkpoint
+from lmcli.cli import app
+
+TINY_FLAGS = [
+    "--layers", "2", "--width", "32", "--heads", "2", "--context", "16", "--batch-size", "8",
+    "--eval-every", "10", "--threads", "1",
+]  # fmt: skip
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["train", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def text(shakespeare_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("t") / "small.txt"
+    path.write_text(shakespeare_text[:50_000], encoding="utf-8")
+    return path
+
+
+def test_train_on_a_text_file_leaves_a_run_directory(text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run(
+        str(text), *TINY_FLAGS, "--max-steps", "20", "--out", str(out), "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["steps"] == 20
+    assert summary["best_val_bpb"] > 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "tokenizer.json", "meta.json", "last.pt", "best.pt", "metrics.jsonl",
+            "data"} <= names  # fmt: skip
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["layers"] == 2 and config["kv-heads"] is None
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rows} == {"train", "eval"}
+
+
+def test_table_summary_and_config_file(text: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("layers = 1\nwidth = 16\nheads = 2\ncontext = 8\nkv-heads = 1\nmax-steps = 5\n")
+    code, stdout, err = run(str(text), "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert "best val bits/byte" in stdout
+    assert "kv-heads=1" in err  # the resolved config is printed
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert saved["kv-heads"] == 1 and saved["max-steps"] == 5 and saved["max-time"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--heads", "3"], "--heads must divide --width (got 3 and 32)"),
+        (["--kv-heads", "3", "--heads", "4"], "--kv-heads must divide --heads (got 3 and 4)"),
+        (["--window", "64"], "--window must be between 1 and --context"),
+        (["--preset", "huge"], "unknown --preset 'huge'"),
+        (["--context", "9000"], "--context 9000 is longer than the validation split"),
+        (["--max-time", "soon"], "--max-time must look like"),
+        (["--lr", "-1"], "--lr must be positive"),
+    ],
+)
+def test_impossible_configs_fail_in_one_line(
+    text: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    flags = [*TINY_FLAGS]
+    code, stdout, err = run(str(text), *flags, *args, "--out", str(tmp_path / "r"))
+    assert code == 1
+    assert "\nerror: " in "\n" + err
+    assert message in err
+    assert "Traceback" not in stdout + err
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_bad_config_key_and_missing_cuda(text: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"kv_heads": 2}')
+    code, _, err = run(str(text), "--config", str(cfg))
+    assert code == 1 and "unknown key 'kv_heads'" in err and "kv-heads" in err
+    if not torch.cuda.is_available():
+        code, _, err = run(str(text), *TINY_FLAGS, "--device", "cuda", "--out", str(tmp_path / "c"))
+        assert code == 1 and "CUDA is not available" in err and "--device cpu" in err
+
+
+def test_resume_refuses_a_different_config_and_allows_a_longer_budget(
+    text: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert run(str(text), *TINY_FLAGS, "--max-steps", "10", "--out", str(out), "--json")[0] == 0
+    code, _, err = run("--resume", str(out), "--width", "64", "--lr", "0.1")
+    assert code == 1
+    assert "cannot resume with a different config" in err
+    assert "lr 0.003 → 0.1" in err and "width 32 → 64" in err
+    code, stdout, err = run("--resume", str(out), "--max-steps", "20", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["steps"] == 20
+    code, _, err = run(str(text), *TINY_FLAGS, "--out", str(out))
+    assert code == 1 and "already holds a run" in err and "--resume" in err
+
+
+def test_lstm_through_the_cli(text: Path, tmp_path: Path) -> None:
+    code, stdout, err = run(str(text), "--model", "gru", "--layers", "1", "--width", "32",
+                            "--context", "16", "--max-steps", "10", "--out", str(tmp_path / "g"),
+                            "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["params"] > 0
+
+
+def test_ctrl_c_saves_and_exits_130(text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lmcli", "train", str(text), *TINY_FLAGS, "--log-every", "1",
+           "--max-steps", "100000", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = out / "metrics.jsonl"
+    while time.time() < deadline and (not metrics.exists() or metrics.stat().st_size < 200):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"lmcli train --resume {out}" in err
+    assert "Traceback" not in err
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] >= 1
+
+
+def test_ddp_with_two_gloo_processes(text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone", "-m", "lmcli", "train", str(text), *TINY_FLAGS,
+           "--grad-accum", "2", "--max-steps", "10", "--out", str(out), "--json"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert len(summaries) == 1  # only rank 0 prints
+    assert summary["steps"] == 10
+    assert summary["tokens_seen"] == 10 * 8 * 16 * 2  # global batch = one process with accum 2
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert sum(json.loads(r)["kind"] == "train" for r in rows) == 1  # one writer (log every 10)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmcli.config import TrainConfig, parse_duration
+from lmcli.corpus.tokenfiles import open_tokens
+from lmcli.errors import ConfigError
+from lmcli.training.data import TrainBatches, val_token_count, val_windows
+from lmcli.training.schedule import learning_rate, progress
+
+
+def test_warmup_then_cosine_to_the_floor() -> None:
+    cfg = TrainConfig(lr=1.0, warmup=10, max_steps=110, min_lr_ratio=0.1)
+    rates = [learning_rate(cfg, s, 0.0) for s in range(110)]
+    assert rates[0] < rates[5] < rates[9] < 1.0
+    assert rates[10] > 0.95  # the cosine spans the whole budget, warmup included
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate(cfg, 110, 0.0) == pytest.approx(0.1)
+
+
+def test_time_budget_drives_the_decay() -> None:
+    cfg = TrainConfig(lr=1.0, warmup=0, max_time=100.0)
+    assert progress(cfg, 10_000, 50.0) == pytest.approx(0.5)
+    assert learning_rate(cfg, 10_000, 50.0) == pytest.approx(0.5)
+    both = TrainConfig(lr=1.0, warmup=0, max_time=100.0, max_steps=10)
+    assert progress(both, 8, 10.0) == pytest.approx(0.8)  # whichever is further along
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("3m", 180), ("1h30m", 5400), ("1.5h", 5400)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "3 minutes", "m3", "3m3"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ConfigError, match="--max-time"):
+        parse_duration(text)
+
+
+def test_batches_depend_only_on_seed_step_and_micro(token_dir: Path) -> None:
+    tokens = open_tokens(token_dir, "train")
+    a = TrainBatches(tokens, 4, 16, seed=1)
+    b = TrainBatches(tokens, 4, 16, seed=1)
+    x1, y1 = a.get(7, 1)
+    a.get(3, 0)
+    x2, y2 = b.get(7, 1)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are inputs shifted by one
+    assert not torch.equal(a.get(7, 0)[0], x1)
+    assert not torch.equal(TrainBatches(tokens, 4, 16, seed=1, rank=1).get(7, 1)[0], x1)
+
+
+def test_validation_covers_every_window_once() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    xs, ys = zip(*val_windows(tokens, context=16, batch_size=7), strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.shape == (62, 16)
+    assert torch.equal(x.flatten(), torch.arange(992))
+    assert torch.equal(y.flatten(), torch.arange(1, 993))
+    assert val_token_count(tokens, 16) == 992
