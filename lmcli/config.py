@@ -214,7 +214,7 @@ class TrainConfig:
     dtype: str = "auto"
     # torch.compile the model; None means on for CUDA, off elsewhere (CPU compiles take minutes).
     compile: bool | None = None
-    # CPU threads; None means devices.default_threads().
+    # CPU threads; None measures 1 and one per core and keeps the faster (devices.py).
     threads: int | None = None
     seed: int = 1337
 

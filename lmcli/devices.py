@@ -3,12 +3,14 @@
 - device "auto": CUDA if present, else Apple's MPS, else the CPU.
 - dtype "auto": bfloat16 autocast on a CUDA GPU that supports it; float16 autocast with loss
   scaling on one that does not; float32 elsewhere (CPUs without bf16 units run bf16 slower).
-- threads: see `configure_threads`.
+- threads: on the CPU, measured (see `fastest_threads`) unless --threads says.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -76,19 +78,69 @@ def resolve_placement(device_name: str, dtype_name: str) -> Placement:
     return Placement(device=device, dtype=dtype, notes=tuple(notes))
 
 
-def default_threads() -> int:
-    """One OpenMP thread per two cores, at least one.
+def thread_candidates() -> list[int]:
+    """CPU thread counts worth trying: one, and one per core (at most 16)."""
+    cores = min(os.cpu_count() or 1, 16)
+    return sorted({1, cores})
 
-    On a 2-core machine with anything else running, torch's default (one spinning thread per
-    core) made each training step ~30x slower; one thread is never that bad, and passive
-    waiting (OMP_WAIT_POLICY=PASSIVE, set by the CLI) keeps extra threads from spinning.
+
+def configure_threads(threads: int | None) -> int | None:
+    """Set an explicit thread count; None leaves the choice to `fastest_threads`."""
+    if threads is None:
+        return None
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def fastest_threads(time_step: Callable[[], float]) -> tuple[int, dict[int, float]]:
+    """Time a step with each candidate thread count and keep the fastest.
+
+    Measured on a 2-core machine (README): when it is otherwise idle, two OpenMP threads run a
+    small model's step ~1.9x faster than one; when another process keeps a core busy, two
+    spin-waiting threads run it ~2.3x *slower* than one (and ~30x slower has been seen under
+    heavier load). Neither count is right everywhere, so the loop measures, and measures again
+    when steps slow down.
     """
-    return max(1, (os.cpu_count() or 1) // 2)
+    candidates = thread_candidates()
+    for n in candidates:  # the first steps at a thread count start its pool: not timed
+        torch.set_num_threads(n)
+        time_step()
+    times = {n: math.inf for n in candidates}
+    for _ in range(3):  # interleaved, so a burst of load hits every candidate alike
+        for n in candidates:
+            torch.set_num_threads(n)
+            times[n] = min(times[n], time_step())
+    best = min(times, key=lambda n: times[n])
+    torch.set_num_threads(best)
+    return best, times
 
 
-def configure_threads(threads: int | None) -> int:
-    n = default_threads() if threads is None else threads
-    if n < 1:
-        raise ConfigError(f"--threads must be at least 1 (got {n})")
-    torch.set_num_threads(n)
-    return n
+class ThreadTuner:
+    """Keeps the fastest CPU thread count: measures at the start, and again (at most every
+    `every` seconds) when a step takes `slower`x longer than it did just after measuring."""
+
+    def __init__(self, time_step: Callable[[], float], slower: float = 1.6, every: float = 30.0):
+        self.time_step = time_step
+        self.slower = slower
+        self.every = every
+        self.threads = 1
+        self.timings: dict[int, float] = {}
+        self._typical: float | None = None
+        self._tuned_at = 0.0
+
+    def tune(self, now: float = 0.0) -> int:
+        self.threads, self.timings = fastest_threads(self.time_step)
+        self._typical, self._tuned_at = None, now
+        return self.threads
+
+    def observe(self, step_seconds: float, now: float) -> bool:
+        """Record a step time; measure again if steps slowed down. True if it measured."""
+        if self._typical is None:
+            self._typical = step_seconds
+            return False
+        if step_seconds > self.slower * self._typical and now - self._tuned_at > self.every:
+            self.tune(now)
+            return True
+        return False

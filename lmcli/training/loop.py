@@ -21,7 +21,7 @@ from torch import nn
 from lmcli.checkpoints import load_checkpoint, save_checkpoint
 from lmcli.config import ModelConfig, TrainConfig
 from lmcli.corpus.tokenfiles import TokenMeta, open_tokens
-from lmcli.devices import Placement, configure_threads, resolve_placement
+from lmcli.devices import Placement, ThreadTuner, configure_threads, resolve_placement
 from lmcli.errors import ConfigError, LmcliError
 from lmcli.models import build_model
 from lmcli.training import distributed, rundir
@@ -106,6 +106,26 @@ def train(
     on_event: Callable[[Event], None] = _noop,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
+    """Train (or resume) the run in `run_dir` on the token files in `token_dir`."""
+    try:
+        return _train(model_cfg, cfg, token_dir, run_dir, resume, on_event, should_stop)
+    except torch.OutOfMemoryError:
+        raise LmcliError(
+            f"out of memory on {cfg.device} with --batch-size {cfg.batch_size}",
+            hint="use a smaller --batch-size (with --grad-accum to keep the batch), a smaller "
+            "model or --context, or --device cpu",
+        ) from None
+
+
+def _train(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    token_dir: Path,
+    run_dir: Path,
+    resume: bool,
+    on_event: Callable[[Event], None],
+    should_stop: Callable[[], bool],
+) -> TrainResult:
     wall_start = time.perf_counter()
     placement = resolve_placement(cfg.device, cfg.dtype)
     dist = distributed.setup(placement.device)
@@ -155,20 +175,29 @@ def train(
         scaler.scale(loss / accum).backward()
         return loss.detach()
 
-    step_estimate = _time_one_step(micro_step, batches, accum, device, model)
+    def time_step() -> float:
+        return _time_one_step(micro_step, batches, accum, device, model)
+
+    notes = list(placement.notes)
+    tuner = ThreadTuner(time_step) if threads is None and device.type == "cpu" else None
+    if tuner is not None:
+        threads = tuner.tune()
+        tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in tuner.timings.items())
+        notes.append(f"threads: a step took {tried}; using {threads} (--threads to fix it)")
+    step_estimate = time_step()
     on_event(
         Started(
             params=model.num_params(),
             device=str(device),
             dtype=str(placement.dtype).removeprefix("torch."),
-            threads=threads,
+            threads=threads or torch.get_num_threads(),
             compiled=compiled,
             world_size=dist.world_size,
             tokens_per_step=tokens_per_step,
             memory_estimate_bytes=_memory_estimate(model, model_cfg, cfg, placement),
             step_seconds_estimate=step_estimate,
             start_step=step,
-            notes=placement.notes,
+            notes=tuple(notes),
         )
     )
 
@@ -275,6 +304,11 @@ def train(
                         "tokens_per_s": rate, "train_seconds": round(train_seconds, 3),
                         "tokens": tokens_seen})  # fmt: skip
                 on_event(Logged(step, loss, lr, rate, done, train_seconds, eta))
+                if tuner is not None:
+                    # If something else took the cores, steps slow down: measure again.
+                    t_tune = time.perf_counter()
+                    if tuner.observe(tokens_per_step / rate, train_seconds):
+                        train_seconds += time.perf_counter() - t_tune
                 loss_sum.zero_()
                 loss_count = 0
                 window_start, window_tokens = train_seconds, 0

@@ -161,3 +161,16 @@ def test_cuda_training_samples_on_cpu(token_dir: Path, tmp_path: Path) -> None:
     model.load_state_dict(state["model"])
     logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
     assert torch.isfinite(logits).all()
+
+
+def test_out_of_memory_is_a_one_line_error_with_a_hint(
+    token_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "_train", exhausted)
+    model_cfg, train_cfg = start(token_dir, tmp_path / "oom", **{"max-steps": 5})
+    with pytest.raises(loop.LmcliError, match="out of memory") as info:
+        train(model_cfg, train_cfg, token_dir, tmp_path / "oom")
+    assert "--batch-size" in (info.value.hint or "")

@@ -1,0 +1,1 @@
+"""Sampling: choosing the next token from logits (choose.py)."""
