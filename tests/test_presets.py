@@ -12,6 +12,8 @@ from lmcli.presets import PRESETS, as_record, resolve
 def test_preset_shapes() -> None:
     tiny, _, _ = resolve({"preset": "tiny"}, vocab_size=65)
     assert 0.5e6 < build_model(tiny).num_params() < 1.5e6  # about 1M on the CPU
+    default, train, _ = resolve({}, vocab_size=65)
+    assert (default.layers, default.width, train.max_time) == (3, 96, 180.0)
     small, _, _ = resolve({"preset": "small"}, vocab_size=65)
     assert (small.layers, small.width, small.heads, small.context) == (6, 384, 6, 256)
     gpt2, _, _ = resolve({"preset": "gpt2-small"}, vocab_size=50257)

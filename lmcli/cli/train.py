@@ -39,7 +39,7 @@ def train(
         ),
     ] = "shakespeare",
     preset: Annotated[
-        str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. [default: tiny]")
+        str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. [default: quick]")
     ] = None,
     config: Annotated[
         Path | None, _opt("A TOML or JSON file of settings, keys spelled as these flags.")
@@ -177,7 +177,7 @@ def _new_run(
     source = Path(corpus)
     is_token_dir = (source / META_FILE).is_file()
     name = source.name if is_token_dir else (source.stem or corpus)
-    model_name = flags.get("model") or flags.get("preset") or "tiny"
+    model_name = flags.get("model") or flags.get("preset") or "quick"
     run_dir = out if out is not None else rundir.default_run_dir(f"{name}-{model_name}")
     if (run_dir / rundir.CONFIG_FILE).exists():
         raise InputError(

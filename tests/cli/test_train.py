@@ -104,7 +104,7 @@ def test_resume_refuses_a_different_config_and_allows_a_longer_budget(
     code, _, err = run("--resume", str(out), "--width", "64", "--lr", "0.1")
     assert code == 1
     assert "cannot resume with a different config" in err
-    assert "lr 0.003 → 0.1" in err and "width 32 → 64" in err
+    assert "lr 0.008 → 0.1" in err and "width 32 → 64" in err
     code, stdout, err = run("--resume", str(out), "--max-steps", "20", "--json")
     assert code == 0, err
     assert json.loads(stdout)["steps"] == 20
