@@ -91,23 +91,7 @@ def test_lstm_forget_gate_bias_starts_at_one() -> None:
     assert torch.all(total[32:64] == 1.0)
 
 
-def test_recurrent_models_learn(tiny: ModelConfig) -> None:
-    text = "the quick brown fox jumps over the lazy dog. " * 4
-    vocab = sorted(set(text))
-    ids = torch.tensor([vocab.index(ch) for ch in text])
-    torch.manual_seed(0)
-    model = build_model(replace(tiny, vocab_size=len(vocab)))
-    starts = torch.arange(0, len(ids) - LENGTH - 1, 4)
-    x = torch.stack([ids[s : s + LENGTH] for s in starts])  # (B, T)
-    y = torch.stack([ids[s + 1 : s + LENGTH + 1] for s in starts])  # (B, T)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
-    losses = []
-    for _ in range(50):
-        _, loss = model(x, y)
-        assert loss is not None
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+def test_recurrent_models_learn(tiny: ModelConfig, overfit) -> None:
+    losses = overfit(tiny, LENGTH, lr=3e-2)
     assert losses[0] > 2.5
     assert losses[-1] < 0.5

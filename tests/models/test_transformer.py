@@ -271,24 +271,8 @@ def test_dropout_acts_only_in_training(tiny: ModelConfig) -> None:
     torch.testing.assert_close(model(idx)[0], model(idx)[0])
 
 
-def test_a_tiny_transformer_overfits_one_sentence(tiny: ModelConfig) -> None:
-    text = "the quick brown fox jumps over the lazy dog. " * 4
-    vocab = sorted(set(text))
-    ids = torch.tensor([vocab.index(ch) for ch in text])
-    torch.manual_seed(0)
-    model = build_model(replace(tiny, vocab_size=len(vocab)))
-    starts = torch.arange(0, len(ids) - CONTEXT - 1, 4)
-    x = torch.stack([ids[s : s + CONTEXT] for s in starts])  # (B, T)
-    y = torch.stack([ids[s + 1 : s + CONTEXT + 1] for s in starts])  # (B, T), shifted by one
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(50):
-        _, loss = model(x, y)
-        assert loss is not None
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+def test_a_tiny_transformer_overfits_one_sentence(tiny: ModelConfig, overfit) -> None:
+    losses = overfit(tiny, CONTEXT, lr=1e-2)
     assert losses[0] > 2.5
     assert losses[-1] < 0.3
 
