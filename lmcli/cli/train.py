@@ -94,7 +94,10 @@ def train(
         bool | None, _opt("torch.compile the model (default: on for CUDA).", _PANEL_TRAIN)
     ] = None,
     threads: Annotated[
-        int | None, _opt("CPU threads (default: one per two cores).", _PANEL_TRAIN)
+        int | None,
+        _opt(
+            "CPU threads (default: 1 or one per core, whichever a timed step says).", _PANEL_TRAIN
+        ),
     ] = None,
     seed: Annotated[int | None, _opt("Random seed.", _PANEL_TRAIN)] = None,
     tokenizer: Annotated[
