@@ -18,6 +18,7 @@ MAX_VOCAB_SIZE = 2**32
 # Byte-level BPE starts from the 256 byte tokens and needs at least one merge.
 MIN_BPE_VOCAB_SIZE = 256 + 1
 DEFAULT_BPE_VOCAB_SIZE = 4096
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,10 @@ class TrainConfig:
     warmup: int = 50
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.1
+    # "adamw" for every parameter, or "muon": Muon for the hidden matrices at `muon_lr`, AdamW at
+    # `lr` for embeddings, head, gains and biases (lmcli/training/optim.py).
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
@@ -230,6 +235,12 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive (got {self.lr})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})"
+            )
+        if not self.muon_lr > 0:
+            raise ConfigError(f"--muon-lr must be positive (got {self.muon_lr})")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be at least 0 (got {self.warmup})")
         if self.max_steps is not None and self.max_steps < 1:

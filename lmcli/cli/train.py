@@ -76,7 +76,19 @@ def train(
     min_lr_ratio: Annotated[
         float | None, _opt("Cosine decays to lr times this.", _PANEL_TRAIN)
     ] = None,
-    weight_decay: Annotated[float | None, _opt("AdamW weight decay.", _PANEL_TRAIN)] = None,
+    weight_decay: Annotated[
+        float | None, _opt("Decoupled weight decay of the weight matrices.", _PANEL_TRAIN)
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        _opt(
+            "adamw, or muon: Muon for the hidden matrices, AdamW at --lr for the rest.",
+            _PANEL_TRAIN,
+        ),
+    ] = None,
+    muon_lr: Annotated[
+        float | None, _opt("Peak learning rate of the Muon matrices.", _PANEL_TRAIN)
+    ] = None,
     max_steps: Annotated[int | None, _opt("Stop after this many steps.", _PANEL_TRAIN)] = None,
     max_time: Annotated[
         str | None,
@@ -123,7 +135,8 @@ def train(
         "window-pattern": window_pattern, "dropout": dropout, "tie": tie, "bias": bias,
         "embedding": embedding, "batch-size": batch_size, "grad-accum": grad_accum, "lr": lr,
         "warmup": warmup, "min-lr-ratio": min_lr_ratio, "weight-decay": weight_decay,
-        "max-steps": max_steps, "eval-every": eval_every, "log-every": log_every,
+        "optimizer": optimizer, "muon-lr": muon_lr, "max-steps": max_steps,
+        "eval-every": eval_every, "log-every": log_every,
         "device": device, "dtype": dtype, "compile": compile, "threads": threads, "seed": seed,
     }  # fmt: skip
     with user_errors():

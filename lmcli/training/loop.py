@@ -27,6 +27,7 @@ from lmcli.models import build_model
 from lmcli.training import distributed, rundir
 from lmcli.training.data import TrainBatches
 from lmcli.training.evaluate import Evaluation, evaluate
+from lmcli.training.optim import build_optimizer
 from lmcli.training.schedule import learning_rate, progress
 
 
@@ -143,7 +144,7 @@ def _train(
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
-    optimizer = _optimizer(model, cfg, device)
+    optimizer = build_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=placement.needs_grad_scaler)
     step, train_seconds, tokens_seen = 0, 0.0, 0
     best_loss, best_bpb, last_loss = math.inf, math.inf, math.inf
@@ -270,7 +271,7 @@ def _train(
             t0 = time.perf_counter()
             lr = learning_rate(cfg, step, train_seconds)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             for micro in range(accum):
                 loss_sum += micro_step(*batches.get(step, micro), sync=micro == accum - 1)
                 loss_count += 1
@@ -349,21 +350,6 @@ def check_data_fits(meta: TokenMeta, model_cfg: ModelConfig) -> None:
         raise ConfigError(
             f"the model's vocabulary ({model_cfg.vocab_size}) is not the data's ({meta.vocab_size})"
         )
-
-
-def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norms, biases or embeddings' gains)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused kernel where the device has one (CUDA); else foreach (one kernel per op).
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused, foreach=not fused
-    )
 
 
 def _time_one_step(

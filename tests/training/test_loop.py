@@ -29,8 +29,10 @@ def start(token_dir: Path, run_dir: Path, **overrides: object):
     return model_cfg, train_cfg
 
 
-def test_resume_is_exact(token_dir: Path, tmp_path: Path) -> None:
-    settings = {"max-steps": 40, "dropout": 0.1}  # dropout: the RNG must be restored too
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(token_dir: Path, tmp_path: Path, optimizer: str) -> None:
+    # dropout: the RNG must be restored too; the optimizer: its moments and momenta
+    settings = {"max-steps": 40, "dropout": 0.1, "optimizer": optimizer}
     model_cfg, train_cfg = start(token_dir, tmp_path / "straight", **settings)
     train(model_cfg, train_cfg, token_dir, tmp_path / "straight")
 
