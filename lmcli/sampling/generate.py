@@ -2,7 +2,8 @@
 
 `generate` yields the new token ids of every sample, (B,), one step at a time, so that a caller
 can show text as it comes. A transformer keeps the keys and values of the positions it has seen
-in a KVCache and runs one position per step; an LSTM/GRU carries its recurrent state. The
+in a KVCache and runs one position per step (through sampling/step.py, the same computation
+without nn.Module dispatch); an LSTM/GRU carries its recurrent state. The
 `use_cache=False` path recomputes a full forward over the conditioning tokens at every step, as
 nanoGPT's sample.py does: it exists to be compared with (tests, benchmarks).
 
@@ -30,8 +31,9 @@ from torch import Tensor
 
 from lmcli.config import SampleConfig
 from lmcli.errors import ConfigError
-from lmcli.models import KVCache, LanguageModel
+from lmcli.models import KVCache, LanguageModel, Transformer
 from lmcli.sampling.choose import choose, gumbel_noise
+from lmcli.sampling.step import TransformerStep
 
 # Noise is drawn for this many steps at a time, fewer when a step's noise (batch x vocab) is
 # large; the chunk size depends on batch and vocabulary only, so a seed's draws never change
@@ -122,6 +124,12 @@ class _Decoder:
             )
             self.seq[:, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
             self.cache = model.new_cache(batch) if use_cache else None
+        # A transformer's one-position steps skip nn.Module dispatch (sampling/step.py).
+        self.step = (
+            TransformerStep(model)
+            if use_cache and isinstance(model, Transformer) and not model.training
+            else None
+        )
         self.start, self.end = 0, len(prompt)
         if self.slide is not None and self.end > self.slide[0]:
             self.start = self.end - self.slide[1]  # a long prompt: its newest tokens
@@ -144,6 +152,8 @@ class _Decoder:
         if self.slide is not None and self.end - self.start > self.slide[0]:
             self.start = self.end - self.slide[1]
             logits = self._refill()
+        elif self.step is not None:
+            logits = self.step(token, self.cache)  # type: ignore[arg-type]  # (B, V)
         elif self.cache is not None:
             logits = self.model(token.view(-1, 1), cache=self.cache)[0][:, -1]  # (B, V)
         else:
