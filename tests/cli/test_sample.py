@@ -179,6 +179,12 @@ def test_bad_checkpoints_are_one_line_errors(char_run: Path, tmp_path: Path) -> 
     assert not (tmp_path / "pwned").exists()
 
 
+def test_the_command_list_shows_sample() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "Generate text from a trained model." in result.stdout
+
+
 def test_sample_help_imports_neither_torch_nor_the_other_commands() -> None:
     code = (
         "import sys\n"
@@ -198,7 +204,7 @@ def test_sample_help_imports_neither_torch_nor_the_other_commands() -> None:
 @pytest.mark.gpu
 def test_a_run_trained_on_cuda_samples_on_the_cpu(shakespeare_text: str, tmp_path: Path) -> None:
     (tmp_path / "small.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
-    run = train(tmp_path / "small.txt", tmp_path / "run", "--device", "cuda")
+    run = train(tmp_path / "small.txt", tmp_path / "run", "--device", "cuda", "--no-compile")
     code, out, err = sample(str(run), "--device", "cpu", "--max-new-tokens", "20", "--json")
     assert code == 0, err
     assert json.loads(out)["settings"]["device"] == "cpu"
