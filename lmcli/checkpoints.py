@@ -9,8 +9,7 @@ or `kill -9` at any moment leaves either the old or the new checkpoint, never a 
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +50,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise InputError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        with warnings.catch_warnings():
+            # A foreign pickle draws a warning about its protocol before the error we report.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Whatever a damaged or foreign file makes the unpickler or the zip reader trip on
+        # (UnpicklingError, EOFError, BadZipFile, OSError from a seek past the end, KeyError
+        # from a bogus memo reference, ...) means the same thing: not a checkpoint we can read.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"{path} is not a loadable lmcli checkpoint (truncated or foreign file: {first[:120]})"

@@ -263,3 +263,44 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise ConfigError(f"--max-time must look like 90s, 3m or 1h30m (got {text!r})")
     return sum(float(n) * units[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How `lmcli sample` generates; the fields are its flags (see `lmcli sample --help`)."""
+
+    # Text the samples continue. A newline suits a model of plays: it starts a fresh line.
+    prompt: str = "\n"
+    max_new_tokens: int = 500
+    # 0 is greedy (argmax); below 1 sharpens the distribution, above 1 flattens it.
+    temperature: float = 0.8
+    # Draw from the k most likely tokens only (nanoGPT's 200: no limit on a 65-character vocab).
+    top_k: int | None = 200
+    # Draw from the smallest set of tokens whose probabilities reach p (nucleus); None: all.
+    top_p: float | None = None
+    # The model conditions on at most this many of the most recent tokens. None: a transformer's
+    # context, or unbounded for an LSTM/GRU. See lmcli/sampling/generate.py for the sliding rule.
+    context_window: int | None = None
+    # Samples generated together, as one batch.
+    num_samples: int = 1
+    seed: int = 1337
+    device: str = "auto"
+    # CPU threads. One by default: decoding one token of a small model is a chain of tiny
+    # operations, which more threads only make wait on each other.
+    threads: int = 1
+    # Drop prompt characters a char model has never seen, instead of refusing the prompt.
+    drop_unknown: bool = False
+
+    def validate(self) -> None:
+        # Imported here: choose.py imports torch, which this module leaves to its users.
+        from lmcli.sampling.choose import check_settings
+
+        check_settings(self.temperature, self.top_k, self.top_p)
+        at_least_one = {"--max-new-tokens": self.max_new_tokens, "--num-samples": self.num_samples}
+        for flag, value in at_least_one.items():
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        if self.context_window is not None and self.context_window < 1:
+            raise ConfigError(f"--context-window must be at least 1 (got {self.context_window})")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")

@@ -1,24 +1,83 @@
-"""The `lmcli` Typer app: the command list, --version, and the entry point."""
+"""The `lmcli` Typer app: the command list, --version, and the entry point.
+
+A command's module is imported only when that command runs (or when --help lists them all): each
+pulls in its own library code, and `lmcli sample` should not wait for what `lmcli tokenize` and
+`lmcli train` import.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from collections.abc import Iterator, MutableMapping
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from lmcli import __version__
-from lmcli.cli.tokenize import tokenize
-from lmcli.cli.train import train
+
+# name: (module defining a function of that name, one-line description)
+COMMANDS = {
+    "tokenize": (
+        "lmcli.cli.tokenize",
+        "Turn a text file or a named corpus into token files for training.",
+    ),
+    "train": ("lmcli.cli.train", "Train a transformer or an LSTM/GRU language model."),
+    "sample": ("lmcli.cli.sample", "Generate text from a trained model."),
+}
+
+
+# Values are click Commands; Any because typer keeps its click private (typer._click).
+class _LazyCommands(MutableMapping[str, Any]):
+    """The group's commands by name, each built from its module the first time it is looked up
+    (a mapping, so that typo suggestions still see every name)."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, TyperCommand] = {}
+
+    def __getitem__(self, name: str) -> TyperCommand:
+        if name not in self._built:
+            module, description = COMMANDS[name]  # KeyError for an unknown name
+            function = getattr(importlib.import_module(module), name)
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            single.command(name=name, help=description)(function)
+            command = typer.main.get_command(single)
+            assert isinstance(command, TyperCommand)  # one command: not a group
+            self._built[name] = command
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("lmcli's commands are fixed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class LazyGroup(TyperGroup):
+    """A command group whose commands are imported on first use, listed in workflow order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
 
 app = typer.Typer(
     name="lmcli",
+    cls=LazyGroup,
     help="A workbench for training and sampling tiny language models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command(help="Turn a text file or a named corpus into token files for training.")(tokenize)
-app.command(help="Train a transformer or an LSTM/GRU language model.")(train)
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,12 @@
 
 All take logits of shape (B, V) and return logits of the same shape (filters set what they drop
 to -inf) or token ids of shape (B,).
+
+Draws use the Gumbel-max trick: argmax(logits + G), with G = -log(E) and E ~ Exponential(1)
+independent per token, picks token i with probability softmax(logits)_i, exactly as a draw from
+the softmax does. It needs no softmax and no torch.multinomial (whose checks cost more than the
+draw for one sequence), and the noise can be drawn ahead, on the CPU, from a seeded generator:
+the same seed then gives the same noise on every device.
 """
 
 from __future__ import annotations
@@ -42,15 +48,28 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+    """Gumbel(0, 1) noise of `shape`, on the generator's device (the CPU for a CPU generator)."""
+    device = generator.device if generator is not None else None
+    e = torch.empty(shape, device=device).exponential_(generator=generator)
+    # exponential_ returns 0 with probability ~2^-24; -log(0) = inf would turn a filtered token's
+    # -inf into nan. The clamp keeps every G finite (at most ~69).
+    return e.clamp_(min=1e-30).log_().neg_()
+
+
 def choose(
     logits: Tensor,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Next token ids (B,) from logits (B, V): greedy at temperature 0, else a draw from the
-    softmax of logits / temperature after the top-k and top-p filters."""
+    softmax of logits / temperature after the top-k and top-p filters.
+
+    `noise` is Gumbel noise (B, V) on the logits' device (see gumbel_noise); without it, noise is
+    drawn from `generator` for this call."""
     if temperature == 0:
         return logits.argmax(dim=-1)  # (B,)
     logits = logits.float() / temperature
@@ -58,5 +77,6 @@ def choose(
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    if noise is None:
+        noise = gumbel_noise(tuple(logits.shape), generator).to(logits.device)
+    return (logits + noise).argmax(dim=-1)  # (B,)

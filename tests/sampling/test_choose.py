@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from lmcli.errors import ConfigError
-from lmcli.sampling.choose import check_settings, choose, top_k_filter, top_p_filter
+from lmcli.sampling.choose import (
+    check_settings,
+    choose,
+    gumbel_noise,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def test_temperature_zero_is_argmax() -> None:
@@ -52,3 +58,23 @@ def test_seeded_draws_repeat_and_follow_the_distribution() -> None:
 def test_bad_settings(temperature: float, top_k: int | None, top_p: float | None, message: str):
     with pytest.raises(ConfigError, match=message):
         check_settings(temperature, top_k, top_p)
+
+
+def test_gumbel_noise_draws_follow_the_distribution_and_never_pick_filtered_tokens() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, float("-inf")]]).repeat(4000, 1)
+    noise = gumbel_noise((4000, 4), torch.Generator().manual_seed(3))
+    assert torch.isfinite(noise).all()
+    drawn = choose(logits, noise=noise)
+    freq = torch.bincount(drawn, minlength=4).float() / len(drawn)
+    assert freq[3] == 0
+    assert torch.allclose(freq[:3], torch.softmax(logits[0, :3], -1), atol=0.03)
+    again = gumbel_noise((4000, 4), torch.Generator().manual_seed(3))
+    assert torch.equal(noise, again)
+
+
+def test_a_filter_and_the_noise_keep_only_allowed_tokens() -> None:
+    logits = torch.randn(64, 40)
+    noise = gumbel_noise((64, 40), torch.Generator().manual_seed(0))
+    picked = choose(logits, 1.0, top_k=3, noise=noise)
+    allowed = torch.topk(logits, 3, dim=-1).indices
+    assert (allowed == picked[:, None]).any(-1).all()

@@ -1,0 +1,242 @@
+"""`lmcli sample`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmcli.cli.render import note, print_json, user_errors
+from lmcli.config import SampleConfig
+from lmcli.errors import ConfigError, InputError
+
+DEFAULTS = SampleConfig()
+_PANEL_OUTPUT = "Output"
+
+
+def _opt(help: str, **kw: Any) -> Any:
+    return typer.Option(help=help, **kw)
+
+
+def sample(
+    run_dir_or_checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory from lmcli train (its best.pt, else last.pt) or a checkpoint "
+            "file beside its tokenizer.json.",
+            show_default=False,
+        ),
+    ],
+    prompt: Annotated[
+        str | None, _opt(r"Text to continue. \[default: a newline]", show_default=False)
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, _opt("Read the prompt from this UTF-8 file.", show_default=False)
+    ] = None,
+    max_new_tokens: Annotated[int, _opt("Tokens to generate per sample.")] = (
+        DEFAULTS.max_new_tokens
+    ),
+    temperature: Annotated[
+        float, _opt("Softmax temperature; 0 is greedy (always the most likely token).")
+    ] = DEFAULTS.temperature,
+    top_k: Annotated[
+        int | None,
+        _opt("Draw from the K most likely tokens only (K ≥ the vocabulary: all of them)."),
+    ] = DEFAULTS.top_k,
+    top_p: Annotated[
+        float | None,
+        _opt(
+            "Draw from the smallest set of tokens whose probabilities reach P (nucleus "
+            r"sampling). \[default: off]",
+            show_default=False,
+        ),
+    ] = DEFAULTS.top_p,
+    context_window: Annotated[
+        int | None,
+        _opt(
+            "Condition on the W most recent tokens at most (W ≤ the model's context). Past W "
+            "tokens the oldest are dropped so that the newest W - W//4 remain, and the cache or "
+            "state is refilled from them: the model always sees between 3W/4 and W recent "
+            "tokens (sliding by one token would cost a full forward per token, ~W times "
+            r"slower). \[default: the context; unbounded for an LSTM/GRU]",
+            show_default=False,
+        ),
+    ] = DEFAULTS.context_window,
+    num_samples: Annotated[int, _opt("Samples, generated together as one batch.")] = (
+        DEFAULTS.num_samples
+    ),
+    seed: Annotated[int, _opt("Random seed: the same seed repeats the same samples.")] = (
+        DEFAULTS.seed
+    ),
+    device: Annotated[str, _opt("auto, cpu, cuda, cuda:N or mps.")] = DEFAULTS.device,
+    threads: Annotated[
+        int,
+        _opt("CPU threads (one suits a small model: a token is a chain of tiny operations)."),
+    ] = DEFAULTS.threads,
+    drop_unknown: Annotated[
+        bool, _opt("Drop prompt characters a char model has never seen, instead of refusing.")
+    ] = DEFAULTS.drop_unknown,
+    stream: Annotated[
+        bool | None,
+        _opt(
+            "Print text as it is generated (the first sample, when there are several). "
+            r"\[default: on when stdout is a terminal]",
+            show_default=False,
+            rich_help_panel=_PANEL_OUTPUT,
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the samples, settings and timings as one JSON object.",
+            rich_help_panel=_PANEL_OUTPUT,
+        ),
+    ] = False,
+) -> None:
+    """Generate text from a trained model: samples on stdout, notes on stderr."""
+    with user_errors():
+        if stream and json_out:
+            raise ConfigError("--stream and --json cannot be combined: --json prints one object")
+        cfg = SampleConfig(
+            prompt=_prompt_text(prompt, prompt_file),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            context_window=context_window,
+            num_samples=num_samples,
+            seed=seed,
+            device=device,
+            threads=threads,
+            drop_unknown=drop_unknown,
+        )
+        cfg.validate()
+        streaming = not json_out and (stream if stream is not None else sys.stdout.isatty())
+        try:
+            _run(run_dir_or_checkpoint, cfg, streaming, json_out)
+        except BrokenPipeError:
+            # The reader went away (`lmcli sample … | head`): stop quietly, as `head` expects.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+
+def _prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise ConfigError("give --prompt or --prompt-file, not both")
+    if prompt_file is None:
+        return DEFAULTS.prompt if prompt is None else prompt
+    try:
+        return prompt_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"no such prompt file: {prompt_file}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{prompt_file} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {prompt_file}: {exc.strerror}") from None
+
+
+def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> None:
+    # The library, and torch with it, is imported only once the arguments are known to be good.
+    import torch
+
+    from lmcli.devices import configure_threads, resolve_device
+    from lmcli.sampling.generate import generate, resolve_window
+    from lmcli.sampling.load import encode_prompt, load_model, unknown_characters
+    from lmcli.sampling.stream import Utf8Stream
+
+    start = time.perf_counter()
+    configure_threads(cfg.threads)
+    loaded = load_model(target, resolve_device(cfg.device))
+    model, tokenizer = loaded.model, loaded.tokenizer
+    dropped = unknown_characters(tokenizer, cfg.prompt) if cfg.drop_unknown else []
+    prompt_ids = encode_prompt(tokenizer, cfg.prompt, cfg.drop_unknown)
+    steps = generate(model, prompt_ids, cfg)  # checks the window and the prompt before any work
+    window = resolve_window(model, cfg.context_window)
+    step = "" if loaded.step is None else f"step {loaded.step}, "
+    device = next(model.parameters()).device
+    note(f"{loaded.checkpoint} ({step}{model.num_params():,} parameters) on {device}")
+    if dropped:
+        note(f"dropped from the prompt: {', '.join(repr(ch) for ch in dropped)}")
+    prompt_text = tokenizer.decode(prompt_ids)
+    load_seconds = time.perf_counter() - start
+
+    header = _headers(cfg.num_samples)
+    if streaming:
+        _write(header[0] + prompt_text)
+    text = Utf8Stream()
+    tokens: list[torch.Tensor] = []
+    start = time.perf_counter()
+    first_token_seconds = 0.0
+    for token in steps:
+        if streaming:
+            _write(text.feed(tokenizer.decode_bytes([int(token[0])])))
+        elif not tokens:
+            token.cpu()  # waits for the first token (on a GPU), to time it
+        if not tokens:
+            first_token_seconds = time.perf_counter() - start
+        tokens.append(token)
+    rows = torch.stack(tokens, dim=1).tolist()  # (B, N)
+    seconds = time.perf_counter() - start
+    samples = [tokenizer.decode_bytes(row).decode("utf-8", errors="replace") for row in rows]
+    count = cfg.num_samples * cfg.max_new_tokens
+    note(
+        f"{count:,} tokens in {seconds:.2f} s: {count / seconds:,.0f} tokens/s; first token "
+        f"after {first_token_seconds * 1000:.0f} ms"
+    )
+
+    if json_out:
+        print_json(
+            {
+                "samples": samples,
+                "prompt": prompt_text,
+                "settings": {
+                    "max_new_tokens": cfg.max_new_tokens,
+                    "temperature": cfg.temperature,
+                    "top_k": cfg.top_k,
+                    "top_p": cfg.top_p,
+                    "context_window": window,
+                    "num_samples": cfg.num_samples,
+                    "seed": cfg.seed,
+                    "device": str(device),
+                    "threads": cfg.threads,
+                    "dropped_from_prompt": dropped,
+                },
+                "checkpoint": str(loaded.checkpoint),
+                "step": loaded.step,
+                "params": model.num_params(),
+                "tokens": count,
+                "tokens_per_s": count / seconds,
+                "time_to_first_token_s": first_token_seconds,
+                "seconds": seconds,
+                "load_seconds": load_seconds,
+            }
+        )
+        return
+    if streaming:
+        _write(_ending(text.flush(), samples[0]))
+    for i, sample_text in enumerate(samples):
+        if i > 0 or not streaming:
+            _write(_ending(header[i] + prompt_text + sample_text, sample_text))
+
+
+def _headers(count: int) -> list[str]:
+    """A line before each sample when there are several; nothing for one."""
+    if count == 1:
+        return [""]
+    return [f"--- sample {i + 1} of {count} ---\n" for i in range(count)]
+
+
+def _ending(text: str, sample_text: str) -> str:
+    """`text` and a newline, unless the sample already ends its last line."""
+    return text if sample_text.endswith("\n") else text + "\n"
+
+
+def _write(text: str) -> None:
+    """Raw text on stdout at once: no markup, no wrapping, no ANSI stripping."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
