@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lmcli.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +26,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch  # here, not above: lmcli sample's numpy path reads checkpoints without torch
+
     _atomic(path, lambda f: torch.save({"schema_version": SCHEMA_VERSION, **state}, f))
 
 
@@ -47,6 +50,8 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     if not path.is_file():
         raise InputError(f"no checkpoint at {path}")
     try:

@@ -284,7 +284,9 @@ class SampleConfig:
     # Samples generated together, as one batch.
     num_samples: int = 1
     seed: int = 1337
-    device: str = "auto"
+    # "cpu" decodes with the numpy engine (no torch import, the least overhead per token); any
+    # other device, "auto" included, with the torch models (lmcli/sampling/load.py).
+    device: str = "cpu"
     # CPU threads. One by default: decoding one token of a small model is a chain of tiny
     # operations, which more threads only make wait on each other.
     threads: int = 1

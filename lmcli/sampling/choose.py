@@ -1,21 +1,20 @@
 """Choosing the next token from logits: small pure functions, each tested on its own.
 
-All take logits of shape (B, V) and return logits of the same shape (filters set what they drop
-to -inf) or token ids of shape (B,).
-
-Draws use the Gumbel-max trick: argmax(logits + G), with G = -log(E) and E ~ Exponential(1)
-independent per token, picks token i with probability softmax(logits)_i, exactly as a draw from
-the softmax does. It needs no softmax and no torch.multinomial (whose checks cost more than the
-draw for one sequence), and the noise can be drawn ahead, on the CPU, from a seeded generator:
-the same seed then gives the same noise on every device.
+They work on numpy arrays, whatever engine computed the logits (numpy on the CPU, torch on any
+device): the same logits and seed give the same tokens under both. All take logits of shape
+(B, V) and return logits of the same shape (filters set what they drop to -inf) or token ids of
+shape (B,).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
+
+import numpy as np
 
 from lmcli.errors import ConfigError
+
+Array = np.ndarray[Any, np.dtype[Any]]
 
 
 def check_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -27,56 +26,55 @@ def check_settings(temperature: float, top_k: int | None, top_p: float | None) -
         raise ConfigError(f"--top-p must be in (0, 1] (got {top_p})")
 
 
-def top_k_filter(logits: Tensor, k: int) -> Tensor:
+def top_k_filter(logits: Array, k: int) -> Array:
     """Keep the k largest logits of each row (ties at the k-th value are kept too)."""
-    if k >= logits.size(-1):
+    if k >= logits.shape[-1]:
         return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
+    cut = logits.shape[-1] - k
+    kth = np.partition(logits, cut, axis=-1)[..., cut : cut + 1]  # (B, 1): the k-th largest
+    return np.where(logits < kth, -np.inf, logits)
 
 
-def top_p_filter(logits: Tensor, p: float) -> Tensor:
+def top_p_filter(logits: Array, p: float) -> Array:
     """Keep the smallest set of tokens whose probabilities sum to at least p (nucleus)."""
     if p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    # A token is dropped when the tokens before it already reach p.
-    before = torch.cumsum(probs, dim=-1) - probs  # (B, V)
-    drop_sorted = before >= p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocab order
-    return logits.masked_fill(drop, float("-inf"))
+    order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V), most likely first
+    sorted_logits = np.take_along_axis(logits, order, axis=-1)
+    probs = np.exp(sorted_logits - sorted_logits[..., :1])
+    probs /= probs.sum(axis=-1, keepdims=True)
+    # A token is dropped when the tokens before it already reach p (to within rounding: 0.5 + 0.3
+    # of probabilities read back from logits may sum to 0.7999999999999999).
+    before = np.cumsum(probs, axis=-1) - probs  # (B, V)
+    drop = np.zeros(logits.shape, dtype=bool)
+    np.put_along_axis(drop, order, before >= p * (1.0 - 1e-9), axis=-1)  # back to vocabulary order
+    return np.where(drop, -np.inf, logits)
 
 
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
-    """Gumbel(0, 1) noise of `shape`, on the generator's device (the CPU for a CPU generator)."""
-    device = generator.device if generator is not None else None
-    e = torch.empty(shape, device=device).exponential_(generator=generator)
-    # exponential_ returns 0 with probability ~2^-24; -log(0) = inf would turn a filtered token's
-    # -inf into nan. The clamp keeps every G finite (at most ~69).
-    return e.clamp_(min=1e-30).log_().neg_()
+def gumbel_noise(shape: tuple[int, ...], rng: np.random.Generator) -> Array:
+    """Gumbel(0, 1) noise: argmax(logits + noise) is a draw from softmax(logits)."""
+    # 1 - uniform lies in (0, 1]: its log is finite, so a filtered token's -inf stays -inf.
+    return -np.log(-np.log1p(-rng.random(shape, dtype=np.float64)) + 1e-300)
 
 
 def choose(
-    logits: Tensor,
+    logits: Array,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    noise: Tensor | None = None,
-) -> Tensor:
+    noise: Array | None = None,
+    rng: np.random.Generator | None = None,
+) -> Array:
     """Next token ids (B,) from logits (B, V): greedy at temperature 0, else a draw from the
-    softmax of logits / temperature after the top-k and top-p filters.
-
-    `noise` is Gumbel noise (B, V) on the logits' device (see gumbel_noise); without it, noise is
-    drawn from `generator` for this call."""
+    softmax of logits / temperature after the top-k and top-p filters (the Gumbel-max trick:
+    argmax of logits plus Gumbel noise, from `noise` (B, V) or else drawn from `rng`)."""
     if temperature == 0:
-        return logits.argmax(dim=-1)  # (B,)
-    logits = logits.float() / temperature
+        return logits.argmax(axis=-1)  # (B,)
+    scaled = logits.astype(np.float64) / temperature
     if top_k is not None:
-        logits = top_k_filter(logits, top_k)
+        scaled = top_k_filter(scaled, top_k)
     if top_p is not None:
-        logits = top_p_filter(logits, top_p)
+        scaled = top_p_filter(scaled, top_p)
     if noise is None:
-        noise = gumbel_noise(tuple(logits.shape), generator).to(logits.device)
-    return (logits + noise).argmax(dim=-1)  # (B,)
+        noise = gumbel_noise(scaled.shape, rng if rng is not None else np.random.default_rng())
+    return (scaled + noise).argmax(axis=-1)  # (B,)

@@ -4,10 +4,12 @@ A run directory gives its best.pt (the weights of the best validation loss), or 
 evaluation has improved yet; a checkpoint file gives itself. The tokenizer is the one beside the
 checkpoint (`lmcli train` copies it into the run directory).
 
-The checkpoint is read with `torch.load(weights_only=True)` (lmcli.checkpoints), so a crafted file
-cannot run code, and onto the CPU whatever device wrote it: a checkpoint from a GPU loads on a
-machine without one. The model is rebuilt from the JSON "model_config" the checkpoint carries,
-loaded strictly, and moved to the requested device.
+On the CPU the weights go to the numpy engine (sampling/numpy_engine.py), read by
+lmcli.torchfile without importing torch at all; on a GPU (or with engine="torch") the torch model
+is rebuilt, loaded strictly with `torch.load(weights_only=True)` and moved to the device. Both
+readers refuse anything but tensors and plain data, so a crafted file cannot run code, and both
+read a checkpoint written on any device. The model is rebuilt from the JSON "model_config" the
+checkpoint carries.
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
-from lmcli.checkpoints import load_checkpoint
+from lmcli.checkpoints import SCHEMA_VERSION
 from lmcli.config import ModelConfig
 from lmcli.errors import InputError, LmcliError
-from lmcli.models import LanguageModel, build_model
+from lmcli.sampling.generate import Engine
 from lmcli.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
-from lmcli.training.rundir import BEST, LAST
+from lmcli.torchfile import read_torch_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmcli.models import LanguageModel
+
+# As lmcli.training.rundir names them (not imported: that module imports torch).
+BEST, LAST = "best.pt", "last.pt"
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,100 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to generate, whichever engine runs it."""
+
+    engine: Engine
+    tokenizer: Tokenizer
+    config: ModelConfig
+    checkpoint: Path
+    step: int | None
+    params: int
+    device: str
+
+
+def load(path: Path, device: str = "cpu", engine: str = "auto") -> Loaded:
+    """Open a run directory or checkpoint for generation on `device` ("cpu", "auto", "cuda",
+    ...). engine "auto" is numpy on the CPU and torch elsewhere; "numpy" or "torch" forces one."""
+    if engine not in ("auto", "numpy", "torch"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if engine == "numpy" or (engine == "auto" and device == "cpu"):
+        return _load_numpy(path)
+    from lmcli.devices import resolve_device
+    from lmcli.sampling.torch_engine import TorchEngine
+
+    resolved = resolve_device(device)
+    if engine == "auto" and resolved.type == "cpu":
+        return _load_numpy(path)
+    loaded = load_model(path, resolved)
+    return Loaded(
+        engine=TorchEngine(loaded.model),
+        tokenizer=loaded.tokenizer,
+        config=loaded.config,
+        checkpoint=loaded.checkpoint,
+        step=loaded.step,
+        params=loaded.model.num_params(),
+        device=str(resolved),
+    )
+
+
+def _load_numpy(path: Path) -> Loaded:
+    from lmcli.sampling.numpy_engine import NumpyEngine, build_engine
+
+    checkpoint = find_checkpoint(path)
+    state = read_torch_file(checkpoint)
+    if not isinstance(state, dict) or state.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{checkpoint} is not an lmcli checkpoint of schema {SCHEMA_VERSION}")
+    cfg = model_config(state, checkpoint)
+    try:
+        cfg.validate()
+    except LmcliError as exc:
+        raise InputError(f"{checkpoint}: its model config is invalid: {exc.message}") from None
+    except (TypeError, ValueError) as exc:  # a field of the wrong type
+        raise InputError(f"{checkpoint}: its model config is invalid ({exc})") from None
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, np.ndarray) for v in weights.values()
+    ):
+        raise InputError(f"{checkpoint} holds no model weights")
+    engine = NumpyEngine(build_engine(cfg, weights))
+    try:
+        engine.start(np.zeros((1, 1), dtype=np.int64))  # a weight of the wrong shape fails here
+    except (ValueError, IndexError) as exc:
+        raise InputError(
+            f"{checkpoint}: the weights do not fit its model config ({str(exc)[:160]})"
+        ) from None
+    tied = cfg.tie and "head.weight" in weights
+    params = sum(v.size for k, v in weights.items() if not (tied and k == "head.weight"))
+    step = state.get("step")
+    return Loaded(
+        engine=engine,
+        tokenizer=_tokenizer(checkpoint, cfg),
+        config=cfg,
+        checkpoint=checkpoint,
+        step=step if isinstance(step, int) else None,
+        params=params,
+        device="cpu",
+    )
+
+
+def _tokenizer(checkpoint: Path, cfg: ModelConfig) -> Tokenizer:
+    tokenizer = load_tokenizer(checkpoint.parent)
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise InputError(
+            f"the tokenizer in {checkpoint.parent} has {tokenizer.vocab_size} tokens but the "
+            f"model {cfg.vocab_size}",
+            hint="keep a checkpoint beside the tokenizer.json of the data it was trained on",
+        )
+    return tokenizer
+
+
 def load_model(path: Path, device: torch.device) -> LoadedModel:
-    """Load the model and tokenizer of a run directory or checkpoint file onto `device`."""
+    """Load the torch model and tokenizer of a run directory or checkpoint file onto `device`."""
+    from lmcli.checkpoints import load_checkpoint
+    from lmcli.models import build_model
+
     checkpoint = find_checkpoint(path)
     state = load_checkpoint(checkpoint, map_location="cpu")
     cfg = model_config(state, checkpoint)
@@ -73,13 +175,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         raise InputError(
             f"{checkpoint}: the weights do not fit its model config ({first})"
         ) from None
-    tokenizer = load_tokenizer(checkpoint.parent)
-    if tokenizer.vocab_size != cfg.vocab_size:
-        raise InputError(
-            f"the tokenizer in {checkpoint.parent} has {tokenizer.vocab_size} tokens but the "
-            f"model {cfg.vocab_size}",
-            hint="keep a checkpoint beside the tokenizer.json of the data it was trained on",
-        )
+    tokenizer = _tokenizer(checkpoint, cfg)
     step = state.get("step")
     return LoadedModel(
         model=model.to(device).eval(),

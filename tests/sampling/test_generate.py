@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,7 +45,7 @@ def run(
 ) -> torch.Tensor:
     """The new tokens (B, N) of one generation; settings default to plain sampling at T = 1."""
     cfg = SampleConfig(**{"max_new_tokens": 20, "temperature": 1.0, "top_k": None, **settings})
-    return torch.stack(list(generate(model, prompt, cfg, use_cache=use_cache)), dim=1)
+    return torch.from_numpy(np.stack(list(generate(model, prompt, cfg, use_cache=use_cache)), 1))
 
 
 def run_both(
@@ -142,7 +143,7 @@ def test_the_window_slides_by_a_quarter(name: str) -> None:
     spy = Spy(build(MODELS[name]))
     cfg = SampleConfig(max_new_tokens=12, context_window=8, temperature=0)
     prompt = [1, 2, 3]
-    tokens = torch.stack(list(generate(spy, prompt, cfg, use_cache=False)), 1)[0].tolist()
+    tokens = np.stack(list(generate(spy, prompt, cfg, use_cache=False)), 1)[0].tolist()
     seq = prompt + tokens
     lengths = [len(c) for c in spy.calls]
     assert lengths == [3, 4, 5, 6, 7, 8, 6, 7, 8, 6, 7, 8]
