@@ -29,7 +29,7 @@ def tokenize(
     vocab_size: Annotated[
         int | None,
         typer.Option(
-            help="BPE vocabulary size: 256 byte tokens + merges. [default: 4096 for bpe]",
+            help="BPE vocabulary size: 256 byte tokens + merges. \\[default: 4096 for bpe]",
             show_default=False,
         ),
     ] = None,
@@ -40,7 +40,7 @@ def tokenize(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Output directory. [default: tokens/CORPUS-TOKENIZER]", show_default=False
+            help="Output directory. \\[default: tokens/CORPUS-TOKENIZER]", show_default=False
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace the output directory if it exists.")] = False,
@@ -57,7 +57,7 @@ def tokenize(
         typer.Option(
             envvar="LMCLI_DATA_DIR",
             help="Where named corpora are downloaded and cached. "
-            "[default: data/downloads in a checkout, else ~/.cache/lmcli]",
+            "\\[default: data/downloads in a checkout, else ~/.cache/lmcli]",
             show_default=False,
         ),
     ] = None,
@@ -71,7 +71,7 @@ def tokenize(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="Threads encoding in parallel. [default: cores, at most 4]", show_default=False
+            help="Threads encoding in parallel. \\[default: cores, at most 4]", show_default=False
         ),
     ] = None,
     json_out: Annotated[

@@ -39,7 +39,7 @@ def train(
         ),
     ] = "shakespeare",
     preset: Annotated[
-        str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. [default: quick]")
+        str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. \\[default: quick]")
     ] = None,
     config: Annotated[
         Path | None, _opt("A TOML or JSON file of settings, keys spelled as these flags.")
@@ -117,7 +117,7 @@ def train(
     ] = "char",
     vocab_size: Annotated[int | None, _opt("For --tokenizer bpe: vocabulary size.", "Data")] = None,
     out: Annotated[
-        Path | None, _opt("Run directory. [default: runs/CORPUS-MODEL-TIME]", "Output")
+        Path | None, _opt("Run directory. \\[default: runs/CORPUS-MODEL-TIME]", "Output")
     ] = None,
     resume: Annotated[
         Path | None, _opt("Continue the run in this directory from its last checkpoint.", "Output")

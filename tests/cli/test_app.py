@@ -35,3 +35,11 @@ def test_console_script_and_python_dash_m(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("error: no such file")
     assert "Traceback" not in out.stderr
+
+
+def test_bracketed_defaults_in_help_texts_are_shown() -> None:
+    """Rich reads "[default: …]" as markup and drops it unless the bracket is escaped."""
+    for command, text in (("train", "[default: quick]"), ("tokenize", "[default: 4096 for bpe]")):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0
+        assert text in result.stdout, command
