@@ -294,7 +294,7 @@ class SampleConfig:
     drop_unknown: bool = False
 
     def validate(self) -> None:
-        # Imported here: choose.py imports torch, which this module leaves to its users.
+        # Imported here: choose.py needs numpy, which this module leaves to its users.
         from lmcli.sampling.choose import check_settings
 
         check_settings(self.temperature, self.top_k, self.top_p)

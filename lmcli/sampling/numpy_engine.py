@@ -268,7 +268,6 @@ class NumpyRecurrent:
 
     def forward(self, idx: Array, state: NumpyState) -> Array:
         """Logits (B, V) after feeding idx (B, T) to the state, which it advances."""
-        h_out = self.embed[idx[:, 0]]
         for t in range(idx.shape[1]):
             x = self.embed[idx[:, t]]  # (B, E)
             for i, (input_gates, hidden_gates) in enumerate(self.layers):
@@ -285,9 +284,8 @@ class NumpyRecurrent:
                     n = np.tanh(n_x + r * n_h)
                     state.h[i] = (1.0 - z) * n + z * state.h[i]
                 x = state.h[i]
-            h_out = x
         state.pos += idx.shape[1]
-        return self.head(h_out)  # (B, V)
+        return self.head(state.h[-1])  # (B, V): the top layer's output after the last token
 
 
 class NumpyEngine:
