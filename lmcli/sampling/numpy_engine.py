@@ -23,7 +23,7 @@ from lmcli.config import ModelConfig
 from lmcli.errors import ConfigError, InputError
 
 ROPE_BASE = 10000.0
-NORM_EPS = 1e-5
+EPS = np.float32(1e-5)  # LayerNorm's and RMSNorm's
 
 Array = np.ndarray[Any, np.dtype[Any]]
 
@@ -41,82 +41,146 @@ def build_engine(cfg: ModelConfig, weights: dict[str, Any]) -> NumpyTransformer 
         ) from None
 
 
-def _erf(x: Array) -> Array:
-    """erf to float32 precision (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): numpy has none,
-    and torch's GELU is the exact, erf-based one."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (
-        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
-    )
-    return sign * (1.0 - poly * np.exp(-a * a))
+class _Gelu:
+    """GELU, x * Phi(x), with Phi read from a table: numpy has no erf, and a formula for it costs
+    ~20 array operations where this costs 11 (a decoding step is bound by operation count).
 
+    Phi is tabulated at steps of 2^-10 on [-8, 8] (math.erfc, exact to float64) and interpolated
+    linearly, so its error is under h^2/8 max|Phi''| < 3e-8, below float32's resolution near 1.
+    Outside that range Phi is 0 or 1 to float32 precision, which clipping the input gives.
+    """
 
-def _gelu(x: Array) -> Array:
-    return 0.5 * x * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
+    LOW, HIGH, STEP = -8.0, 8.0, 2.0**-10
+
+    def __init__(self) -> None:
+        grid = self.LOW + self.STEP * np.arange(round((self.HIGH - self.LOW) / self.STEP) + 1)
+        phi = np.array([0.5 * math.erfc(-g / math.sqrt(2.0)) for g in grid])
+        self.grid = grid.astype(np.float32)  # exact: multiples of 2^-10
+        self.phi = phi.astype(np.float32)
+        self.slope = (np.diff(phi, append=phi[-1]) / self.STEP).astype(np.float32)  # 0 at HIGH
+        self.low, self.high = np.float32(self.LOW), np.float32(self.HIGH)
+        self.per_step = np.float32(1.0 / self.STEP)
+
+    def __call__(self, x: Array) -> Array:
+        c = np.clip(x, self.low, self.high)
+        i = ((c - self.low) * self.per_step).astype(np.intp)  # the grid point at or below c
+        return x * (self.phi[i] + (c - self.grid[i]) * self.slope[i])
 
 
 def _sigmoid(x: Array) -> Array:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)  # never overflows, unlike 1 / (1 + exp(-x))
 
 
-def _softmax(x: Array) -> Array:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class _Norm:
+    """LayerNorm or RMSNorm with its gain (and bias): post-norm blocks need the normed stream."""
+
     def __init__(self, kind: str, w: dict[str, Array], prefix: str) -> None:
-        self.layer = kind == "layernorm"
+        self.center = kind == "layernorm"
         self.weight = w[prefix + ".weight"]
         self.bias = w.get(prefix + ".bias")
         # Means as a product with a (C, 1) column of 1/C: BLAS beats ndarray.mean's dispatch.
         size = self.weight.shape[0]
-        self.average = np.full((size, 1), 1.0 / size, dtype=self.weight.dtype)
+        self.average = np.full((size, 1), 1.0 / size, dtype=np.float32)
 
     def __call__(self, x: Array) -> Array:
-        if self.layer:
+        if self.center:
             x = x - x @ self.average
-        scale = 1.0 / np.sqrt((x * x) @ self.average + NORM_EPS)
-        y = x * scale * self.weight
+        y = x * (self.weight / np.sqrt((x * x) @ self.average + EPS))
         return y if self.bias is None else y + self.bias
 
 
-class _Linear:
-    """y = x W^T + b with W^T stored contiguously, applied to x flattened to 2-D: numpy hands a
-    2-D product with contiguous operands to BLAS, but loops by itself over a stacked one."""
+class _NormLinear:
+    """linear(norm(x)) for x (N, in), or linear(x) with norm=None, in few numpy calls.
 
-    def __init__(self, weight: Array, bias: Array | None) -> None:
-        self.weight_t = np.ascontiguousarray(weight.T)  # (in, out)
-        self.bias = bias
+    The norm's gain and bias are folded into the matrix and the bias once, at load: with g, b
+    the norm's and W, c the linear's, (x_hat * g + b) W^T + c = x_hat (g W^T) + (b W^T + c). So
+    the norm only centres (LayerNorm) and divides the product by the rms; `scale` multiplies
+    output columns (attention's 1/sqrt(D) on the queries). W^T is stored contiguous: numpy hands
+    a 2-D product with contiguous operands to BLAS.
+    """
+
+    def __init__(
+        self,
+        weight: Array,
+        bias: Array | None,
+        norm: _Norm | None = None,
+        scale: Array | None = None,
+    ) -> None:
+        w_t = weight.T.astype(np.float64)  # (in, out); folded in float64, rounded once
+        b = np.zeros(w_t.shape[1]) if bias is None else bias.astype(np.float64)
+        if norm is not None:
+            if norm.bias is not None:
+                b = b + norm.bias.astype(np.float64) @ w_t
+            w_t = norm.weight.astype(np.float64)[:, None] * w_t
+        if scale is not None:
+            w_t, b = w_t * scale, b * scale
+        self.weight_t = np.ascontiguousarray(w_t, dtype=np.float32)
+        has_bias = bias is not None or (norm is not None and norm.bias is not None)
+        self.bias = b.astype(np.float32) if has_bias else None
+        self.norm = norm
+        if norm is not None:
+            self.center, self.average = norm.center, norm.average
 
     def __call__(self, x: Array) -> Array:
-        y = x.reshape(-1, x.shape[-1]) @ self.weight_t
+        if self.norm is None:
+            y = x @ self.weight_t
+        else:
+            if self.center:
+                x = x - x @ self.average
+            rms = np.sqrt((x * x) @ self.average + EPS)  # (N, 1)
+            y = x @ self.weight_t
+            y /= rms
         if self.bias is not None:
             y += self.bias
-        return y.reshape(*x.shape[:-1], y.shape[-1])
+        return y
+
+
+def _swap_halves(rows: Array, heads: int) -> Array:
+    """Rows (heads * D, ...) of a projection or its bias with each head's two halves of D
+    swapped: its output is rotate-half's (x2, x1), to which RoPE applies sin as x gets cos."""
+    d = rows.shape[0] // heads
+    return rows.reshape(heads, 2, d // 2, -1)[:, ::-1].reshape(rows.shape)
 
 
 class _Block:
-    """One block's weights: (weight, bias or None) per linear layer, and its two norms."""
+    """One block's weights, arranged for few numpy calls (see _NormLinear).
+
+    With RoPE the qkv product has extra columns, the queries' and keys' rows with their halves
+    swapped: a rotation is then q * cos + q_swapped * sin, three calls on queries and keys
+    together. Queries are pre-scaled by 1/sqrt(D).
+    """
 
     def __init__(self, cfg: ModelConfig, w: dict[str, Array], p: str) -> None:
-        self.norm1 = _Norm(cfg.norm, w, p + "norm1")
-        self.norm2 = _Norm(cfg.norm, w, p + "norm2")
-        self.qkv = _Linear(w[p + "attn.qkv.weight"], w.get(p + "attn.qkv.bias"))
-        self.proj = _Linear(w[p + "attn.proj.weight"], w.get(p + "attn.proj.bias"))
-        self.fc = _Linear(w[p + "mlp.fc.weight"], w.get(p + "mlp.fc.bias"))
-        self.out = _Linear(w[p + "mlp.proj.weight"], w.get(p + "mlp.proj.bias"))
+        pre = cfg.norm_placement == "pre"
+        norm1, norm2 = _Norm(cfg.norm, w, p + "norm1"), _Norm(cfg.norm, w, p + "norm2")
+        head_dim = cfg.width // cfg.heads
+        qk_rows = cfg.width + cfg.n_kv_heads * head_dim
+        qkv_w, qkv_b = w[p + "attn.qkv.weight"], w.get(p + "attn.qkv.bias")
+        scale = np.ones(qkv_w.shape[0])
+        scale[: cfg.width] = 1.0 / math.sqrt(head_dim)
+        if cfg.pos == "rope":
+            heads = cfg.heads + cfg.n_kv_heads
+            qkv_w = np.concatenate((qkv_w, _swap_halves(qkv_w[:qk_rows], heads)))
+            scale = np.concatenate((scale, scale[:qk_rows]))
+            if qkv_b is not None:
+                qkv_b = np.concatenate((qkv_b, _swap_halves(qkv_b[:qk_rows], heads)))
+        self.qkv = _NormLinear(qkv_w, qkv_b, norm1 if pre else None, scale)
+        self.proj = _NormLinear(w[p + "attn.proj.weight"], w.get(p + "attn.proj.bias"))
+        fc_w, fc_b = w[p + "mlp.fc.weight"], w.get(p + "mlp.fc.bias")
+        self.fc = _NormLinear(fc_w, fc_b, norm2 if pre else None)
+        self.out = _NormLinear(w[p + "mlp.proj.weight"], w.get(p + "mlp.proj.bias"))
+        # A post-norm block's norms act on the stream itself; a pre-norm block's are folded.
+        self.norm1: _Norm | None = None if pre else norm1
+        self.norm2: _Norm | None = None if pre else norm2
 
 
 class NumpyKVCache:
-    """As models.transformer.KVCache: keys and values of every position so far, per layer."""
+    """As models.transformer.KVCache: keys and values of every position so far, per layer. Keys
+    are stored transposed, (B, K, D, context), ready to multiply the queries."""
 
     def __init__(self, layers: int, batch: int, kv_heads: int, context: int, head_dim: int) -> None:
-        shape = (batch, kv_heads, context, head_dim)  # (B, K, context, D)
-        self.k = [np.zeros(shape, np.float32) for _ in range(layers)]
-        self.v = [np.zeros(shape, np.float32) for _ in range(layers)]
+        self.k = [np.zeros((batch, kv_heads, head_dim, context), np.float32) for _ in range(layers)]
+        self.v = [np.zeros((batch, kv_heads, context, head_dim), np.float32) for _ in range(layers)]
         self.pos = 0
 
 
@@ -124,10 +188,9 @@ class NumpyTransformer:
     def __init__(self, cfg: ModelConfig, w: dict[str, Array]) -> None:
         self.cfg = cfg
         self.heads, self.kv_heads = cfg.heads, cfg.n_kv_heads
-        self.head_dim = cfg.width // cfg.heads
+        self.head_dim = D = cfg.width // cfg.heads
         self.windows = cfg.layer_windows()
         self.wte = w["wte.weight"]
-        self.head = _Linear(w.get("head.weight", self.wte), None)
         self.positions: Array | None = None  # (context, C), added to the embedding
         if cfg.pos == "learned":
             self.positions = w["wpe.weight"]
@@ -138,16 +201,21 @@ class NumpyTransformer:
             table[:, 0::2] = np.sin(angles)
             table[:, 1::2] = np.cos(angles)[:, : cfg.width // 2]
             self.positions = table
+        self.qk = cfg.width + self.kv_heads * D  # query and key columns of the qkv product
         self.rope: tuple[Array, Array] | None = None
         if cfg.pos == "rope":
-            d = self.head_dim
-            inv = ROPE_BASE ** (-np.arange(0, d, 2, dtype=np.float32) / d)
+            inv = ROPE_BASE ** (-np.arange(0, D, 2, dtype=np.float32) / D)
             angles = np.outer(np.arange(cfg.context, dtype=np.float32), inv.astype(np.float32))
-            self.rope = (np.cos(angles), np.sin(angles))  # (context, D/2) each
-        q_size, kv_size = cfg.width, self.kv_heads * self.head_dim
-        self.split = (q_size, q_size + kv_size)
+            cos, sin = np.cos(angles), np.sin(angles)  # (context, D/2)
+            heads = self.heads + self.kv_heads
+            # (context, qk) per column of [q | k]: cos on both halves, -sin then sin (rotate-half)
+            self.rope = (np.tile(np.concatenate((cos, cos), 1), heads),
+                         np.tile(np.concatenate((-sin, sin), 1), heads))  # fmt: skip
         self.layers = [_Block(cfg, w, f"blocks.{i}.") for i in range(cfg.layers)]
-        self.norm = _Norm(cfg.norm, w, "norm") if cfg.norm_placement == "pre" else None
+        pre = cfg.norm_placement == "pre"
+        final = _Norm(cfg.norm, w, "norm") if pre else None
+        self.head = _NormLinear(w.get("head.weight", self.wte), None, final)
+        self.act = _Gelu() if cfg.mlp == "gelu" else None
 
     @property
     def max_positions(self) -> int:
@@ -159,81 +227,95 @@ class NumpyTransformer:
 
     def forward(self, idx: Array, cache: NumpyKVCache) -> Array:
         """Logits (B, V) of the last of the positions idx (B, T) adds to the cache."""
-        T = idx.shape[1]
+        B, T = idx.shape
         pos, end = cache.pos, cache.pos + T
         if end > self.cfg.context:
             raise ConfigError(f"{end} positions exceed --context {self.cfg.context}")
-        x = self.wte[idx]  # (B, T, C)
+        x = self.wte[idx.reshape(-1)]  # (B*T, C): rows are (sample, position), 2-D throughout
         if self.positions is not None:
-            x = x + self.positions[pos:end]
-        rope = None if self.rope is None else (self.rope[0][pos:end], self.rope[1][pos:end])
+            x = (x.reshape(B, T, -1) + self.positions[pos:end]).reshape(B * T, -1)
         for i, (layer, window) in enumerate(zip(self.layers, self.windows, strict=True)):
-            if self.cfg.norm_placement == "pre":
-                x = x + self._attention(layer.norm1(x), layer, i, window, rope, cache)
-                x = x + self._mlp(layer.norm2(x), layer)
+            # Past the last layer's keys and values only the last position matters: its
+            # attention, projection and MLP run on that one row per sample.
+            last = T > 1 and i == len(self.layers) - 1
+            h = self._attention(layer.qkv(x), i, window, B, T, pos, cache, last)  # (B*T or B, C)
+            if last:
+                x = x.reshape(B, T, -1)[:, -1]  # (B, C)
+            if layer.norm1 is None:  # pre-norm
+                x = x + h
+                x += self._mlp(x, layer)
             else:
-                x = layer.norm1(x + self._attention(x, layer, i, window, rope, cache))
+                x = layer.norm1(x + h)
+                assert layer.norm2 is not None
                 x = layer.norm2(x + self._mlp(x, layer))
         cache.pos = end
-        last = x[:, -1]  # (B, C): only the next token's logits are needed
-        if self.norm is not None:
-            last = self.norm(last)
-        return self.head(last)  # (B, V)
+        return self.head(x)  # (B, V): the final norm is folded into the head
 
     def _attention(
         self,
-        x: Array,
-        layer: _Block,
+        qkv: Array,
         index: int,
         window: int | None,
-        rope: tuple[Array, Array] | None,
+        B: int,
+        T: int,
+        pos: int,
         cache: NumpyKVCache,
+        last_only: bool,
     ) -> Array:
-        B, T, C = x.shape
+        """Attention output (B*T, C), or (B, C) of the last positions if last_only (or T == 1),
+        from qkv (B*T, columns); writes the new keys and values into the cache."""
         H, K, D = self.heads, self.kv_heads, self.head_dim
-        qkv = layer.qkv(x)  # (B, T, H*D + 2*K*D)
-        q = qkv[..., : self.split[0]].reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-        k = qkv[..., self.split[0] : self.split[1]].reshape(B, T, K, D).transpose(0, 2, 1, 3)
-        v = qkv[..., self.split[1] :].reshape(B, T, K, D).transpose(0, 2, 1, 3)  # (B, K, T, D)
-        if rope is not None:
-            q, k = _rotate(q, *rope), _rotate(k, *rope)
-        pos, end = cache.pos, cache.pos + T
-        cache.k[index][:, :, pos:end] = k
-        cache.v[index][:, :, pos:end] = v
-        first = 0 if window is None or T > 1 else max(0, end - window)  # one query: no mask
-        keys = cache.k[index][:, :, first:end]  # (B, K, S, D)
-        values = cache.v[index][:, :, first:end]  # (B, K, S, D)
-        G = H // K
-        q = q.reshape(B, K, G * T, D)  # query heads of a group read the same kv head
-        scores = (q @ keys.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(D))  # (B, K, G*T, S)
-        if T > 1:
-            qpos = np.tile(np.arange(pos, end), G)[:, None]  # (G*T, 1)
-            kpos = np.arange(first, end)[None, :]  # (1, S)
-            allowed = kpos <= qpos
-            if window is not None:
-                allowed &= kpos > qpos - window
-            scores = np.where(allowed, scores, -np.inf)
-        y = _softmax(scores) @ values  # (B, K, G*T, D)
-        y = y.reshape(B, H, T, D).transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, T, C)
-        return layer.proj(y)
+        G, end, qk = H // K, pos + T, self.qk
+        if self.rope is not None:  # rotate queries and keys together (see _Block)
+            cos, sin = self.rope[0][pos:end], self.rope[1][pos:end]  # (T, qk)
+            qkv3 = qkv.reshape(B, T, -1)
+            rotated = (qkv3[..., :qk] * cos + qkv3[..., -qk:] * sin).reshape(B * T, qk)
+            q, k = rotated[:, : self.cfg.width], rotated[:, self.cfg.width :]
+        else:
+            q, k = qkv[:, : self.cfg.width], qkv[:, self.cfg.width : qk]
+        v = qkv[:, qk : qk + K * D]  # (B*T, K*D)
+        keys, values = cache.k[index], cache.v[index]  # (B, K, D, ctx), (B, K, ctx, D)
+        if T == 1:
+            keys[..., pos] = k.reshape(B, K, D)
+            values[:, :, pos] = v.reshape(B, K, D)
+        else:
+            keys[..., pos:end] = k.reshape(B, T, K, D).transpose(0, 2, 3, 1)
+            values[:, :, pos:end] = v.reshape(B, T, K, D).transpose(0, 2, 1, 3)
+        if T == 1 or last_only:  # one query per sample: it sees every key, within its window
+            first = 0 if window is None else max(0, end - window)
+            q = q.reshape(B, T, H * D)[:, -1].reshape(B, K, G, D)  # query heads of a group
+            scores = q @ keys[..., first:end]  # (B, K, G, S)
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            y = scores @ values[:, :, first:end]  # (B, K, G, D)
+            y /= scores.sum(axis=-1, keepdims=True)
+            return self.layers[index].proj(y.reshape(B, H * D))  # (B, C)
+        # A prompt or a refill: T queries from position pos, under the causal (window) mask.
+        q = q.reshape(B, T, K, G, D).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, D)
+        scores = q @ keys[..., :end]  # (B, K, G*T, S)
+        qpos = np.tile(np.arange(pos, end), G)[:, None]  # (G*T, 1)
+        kpos = np.arange(end)[None, :]  # (1, S)
+        allowed = kpos <= qpos
+        if window is not None:
+            allowed &= kpos > qpos - window
+        scores = np.where(allowed, scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        y = scores @ values[:, :, :end]  # (B, K, G*T, D)
+        y /= scores.sum(axis=-1, keepdims=True)
+        y = y.reshape(B, K, G, T, D).transpose(0, 3, 1, 2, 4).reshape(B * T, H * D)
+        return self.layers[index].proj(y)  # (B*T, C)
 
     def _mlp(self, x: Array, layer: _Block) -> Array:
-        h = layer.fc(x)
-        if self.cfg.mlp == "gelu":
-            h = _gelu(h)
+        h = layer.fc(x)  # the pre-norm is folded in
+        if self.act is not None:
+            h = self.act(h)
         elif self.cfg.mlp == "relu2":
             h = np.square(np.maximum(h, 0.0))
         else:
             gate, up = np.split(h, 2, axis=-1)
             h = gate * _sigmoid(gate) * up  # silu(gate) * up
         return layer.out(h)
-
-
-def _rotate(x: Array, cos: Array, sin: Array) -> Array:
-    """RoPE as models.transformer.apply_rotary: channel pairs (i, i + D/2) turned by angle."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return np.concatenate((x1 * cos - x2 * sin, x1 * sin + x2 * cos), axis=-1)
 
 
 class NumpyState:
@@ -245,15 +327,32 @@ class NumpyState:
 
 
 class NumpyRecurrent:
+    """torch.nn.LSTM / GRU one token at a time, arranged for few numpy calls per step.
+
+    The sigmoid gates' rows are pre-scaled by 1/2 (exactly, a power of two): one tanh over all
+    gates then gives tanh itself where a tanh is wanted and sigmoid(z) = (1 + tanh(z/2)) / 2
+    elsewhere.
+    """
+
     def __init__(self, cfg: ModelConfig, w: dict[str, Array]) -> None:
         self.cfg = cfg
         self.lstm = cfg.model == "lstm"
-        self.embed = w["embed.weight"]
-        self.head = _Linear(w.get("head.weight", self.embed), None)
+        embed = w["embed.weight"]
+        self.head = _NormLinear(w.get("head.weight", embed), None)
+        C = cfg.width
+        # Sigmoid gates' rows: LSTM (i, f, g, o) all but g; GRU (r, z, n) the first two.
+        halve = np.full(4 * C if self.lstm else 3 * C, 0.5, np.float32)
+        halve[2 * C : 3 * C] = 1.0
+        self.embed = embed
         self.layers = [
-            (
-                _Linear(w[f"rnn.weight_ih_l{i}"], w[f"rnn.bias_ih_l{i}"]),
-                _Linear(w[f"rnn.weight_hh_l{i}"], w[f"rnn.bias_hh_l{i}"]),
+            tuple(
+                np.ascontiguousarray(a)
+                for a in (
+                    w[f"rnn.weight_ih_l{i}"].T * halve,  # (in, gates)
+                    w[f"rnn.bias_ih_l{i}"] * halve,
+                    w[f"rnn.weight_hh_l{i}"].T * halve,  # (C, gates)
+                    w[f"rnn.bias_hh_l{i}"] * halve,
+                )
             )
             for i in range(cfg.layers)
         ]
@@ -268,22 +367,29 @@ class NumpyRecurrent:
 
     def forward(self, idx: Array, state: NumpyState) -> Array:
         """Logits (B, V) after feeding idx (B, T) to the state, which it advances."""
+        C = self.cfg.width
+        w_ih, b_ih = self.layers[0][:2]
+        first = self.embed[idx] @ w_ih + b_ih  # (B, T, gates): layer 0's input, every token
         for t in range(idx.shape[1]):
-            x = self.embed[idx[:, t]]  # (B, E)
-            for i, (input_gates, hidden_gates) in enumerate(self.layers):
+            x_gates = first[:, t]  # (B, gates)
+            for i, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
+                if i > 0:
+                    x_gates = state.h[i - 1] @ w_ih
+                    x_gates += b_ih
+                h_gates = state.h[i] @ w_hh
+                h_gates += b_hh
                 if self.lstm:
                     assert state.c is not None
-                    gates = input_gates(x) + hidden_gates(state.h[i])  # (B, 4C)
-                    i_g, f_g, g_g, o_g = np.split(gates, 4, axis=-1)  # torch's gate order
-                    state.c[i] = _sigmoid(f_g) * state.c[i] + _sigmoid(i_g) * np.tanh(g_g)
-                    state.h[i] = _sigmoid(o_g) * np.tanh(state.c[i])
+                    t_all = np.tanh(x_gates + h_gates)  # (B, 4C): i, f, o halved; g not
+                    s = 0.5 * t_all + 0.5  # sigmoid of i, f, o (g's columns unused)
+                    c = s[:, C : 2 * C] * state.c[i] + s[:, :C] * t_all[:, 2 * C : 3 * C]
+                    state.c[i] = c
+                    state.h[i] = s[:, 3 * C :] * np.tanh(c)
                 else:
-                    r_x, z_x, n_x = np.split(input_gates(x), 3, axis=-1)  # (B, C) each
-                    r_h, z_h, n_h = np.split(hidden_gates(state.h[i]), 3, axis=-1)
-                    r, z = _sigmoid(r_x + r_h), _sigmoid(z_x + z_h)
-                    n = np.tanh(n_x + r * n_h)
-                    state.h[i] = (1.0 - z) * n + z * state.h[i]
-                x = state.h[i]
+                    t_rz = np.tanh(x_gates[:, : 2 * C] + h_gates[:, : 2 * C])  # halved r, z
+                    rz = 0.5 * t_rz + 0.5  # (B, 2C)
+                    n = np.tanh(x_gates[:, 2 * C :] + rz[:, :C] * h_gates[:, 2 * C :])
+                    state.h[i] = n + rz[:, C:] * (state.h[i] - n)  # (1 - z) n + z h
         state.pos += idx.shape[1]
         return self.head(state.h[-1])  # (B, V): the top layer's output after the last token
 

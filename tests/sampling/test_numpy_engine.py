@@ -22,6 +22,7 @@ VARIANTS = {
         TINY, kv_heads=2, pos="learned", norm="layernorm", norm_placement="post", bias=True
     ),
     "sinusoidal-swiglu": replace(TINY, pos="sinusoidal", mlp="swiglu"),
+    "rope-layernorm-bias": replace(TINY, norm="layernorm", bias=True),
     "no-positions-relu2-multi-query-untied": replace(
         TINY, pos="none", mlp="relu2", kv_heads=1, tie=False
     ),
