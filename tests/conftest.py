@@ -26,9 +26,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the compiled decode.c of the whole session: it compiles once."""
+    return tmp_path_factory.mktemp("lmcli-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, kernel_cache: Path
+):
     """No test reads or writes the user's caches."""
+    monkeypatch.setenv("LMCLI_CACHE_DIR", str(kernel_cache))
     monkeypatch.setenv("LMCLI_DATA_DIR", str(tmp_path_factory.mktemp("lmcli-data")))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken-cache")))
 

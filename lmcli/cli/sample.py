@@ -171,7 +171,10 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
     window = resolve_window(engine, cfg.context_window)
     step = "" if loaded.step is None else f"step {loaded.step}, "
     device = loaded.device
-    note(f"{loaded.checkpoint} ({step}{loaded.params:,} parameters) on {device}")
+    note(
+        f"{loaded.checkpoint} ({step}{loaded.params:,} parameters) on {device} "
+        f"({loaded.engine_name})"
+    )
     if dropped:
         note(f"dropped from the prompt: {', '.join(repr(ch) for ch in dropped)}")
     prompt_text = tokenizer.decode(prompt_ids)
@@ -219,6 +222,7 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
                 "checkpoint": str(loaded.checkpoint),
                 "step": loaded.step,
                 "params": loaded.params,
+                "engine": loaded.engine_name,
                 "tokens": count,
                 "tokens_per_s": count / seconds,
                 "time_to_first_token_s": first_token_seconds,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from lmcli.models import LanguageModel
+    from lmcli.sampling.kernel import Kernel
 
 # As lmcli.training.rundir names them (not imported: that module imports torch).
 BEST, LAST = "best.pt", "last.pt"
@@ -73,21 +74,24 @@ class Loaded:
     step: int | None
     params: int
     device: str
+    engine_name: str  # what decodes: "torch", "numpy", "numpy, one-token steps in C"
 
 
 def load(path: Path, device: str = "cpu", engine: str = "auto") -> Loaded:
     """Open a run directory or checkpoint for generation on `device` ("cpu", "auto", "cuda",
-    ...). engine "auto" is numpy on the CPU and torch elsewhere; "numpy" or "torch" forces one."""
+    ...). engine "auto" is numpy on the CPU, with a transformer's one-token steps in C when
+    sampling/decode.c compiles (sampling/kernel.py), and torch elsewhere; "numpy" (numpy alone)
+    or "torch" forces one."""
     if engine not in ("auto", "numpy", "torch"):
         raise ValueError(f"unknown engine {engine!r}")
     if engine == "numpy" or (engine == "auto" and device == "cpu"):
-        return _load_numpy(path)
+        return _load_numpy(path, use_kernel=engine == "auto")
     from lmcli.devices import resolve_device
     from lmcli.sampling.torch_engine import TorchEngine
 
     resolved = resolve_device(device)
     if engine == "auto" and resolved.type == "cpu":
-        return _load_numpy(path)
+        return _load_numpy(path, use_kernel=True)
     loaded = load_model(path, resolved)
     return Loaded(
         engine=TorchEngine(loaded.model),
@@ -97,10 +101,12 @@ def load(path: Path, device: str = "cpu", engine: str = "auto") -> Loaded:
         step=loaded.step,
         params=loaded.model.num_params(),
         device=str(resolved),
+        engine_name="torch",
     )
 
 
-def _load_numpy(path: Path) -> Loaded:
+def _load_numpy(path: Path, use_kernel: bool) -> Loaded:
+    from lmcli.sampling.kernel import load_kernel
     from lmcli.sampling.numpy_engine import NumpyEngine, build_engine
 
     checkpoint = find_checkpoint(path)
@@ -119,8 +125,9 @@ def _load_numpy(path: Path) -> Loaded:
         isinstance(v, np.ndarray) for v in weights.values()
     ):
         raise InputError(f"{checkpoint} holds no model weights")
-    engine = NumpyEngine(build_engine(cfg, weights))
+    kernel = load_kernel() if use_kernel and cfg.model == "transformer" else None
     try:
+        engine = NumpyEngine(build_engine(cfg, weights), kernel and kernel.library)
         engine.start(np.zeros((1, 1), dtype=np.int64))  # a weight of the wrong shape fails here
     except (ValueError, IndexError) as exc:
         raise InputError(
@@ -137,7 +144,16 @@ def _load_numpy(path: Path) -> Loaded:
         step=step if isinstance(step, int) else None,
         params=params,
         device="cpu",
+        engine_name=_numpy_engine_name(kernel),
     )
+
+
+def _numpy_engine_name(kernel: Kernel | None) -> str:
+    if kernel is None:
+        return "numpy"
+    if kernel.library is None:
+        return f"numpy (the C step is off: {kernel.reason})"
+    return "numpy, one-token steps in C"
 
 
 def _tokenizer(checkpoint: Path, cfg: ModelConfig) -> Tokenizer:

@@ -21,6 +21,7 @@ import numpy as np
 
 from lmcli.config import ModelConfig
 from lmcli.errors import ConfigError, InputError
+from lmcli.sampling.kernel import KernelStep
 
 ROPE_BASE = 10000.0
 EPS = np.float32(1e-5)  # LayerNorm's and RMSNorm's
@@ -395,11 +396,15 @@ class NumpyRecurrent:
 
 
 class NumpyEngine:
-    """Generation's Engine (sampling/generate.py) over a numpy network."""
+    """Generation's Engine (sampling/generate.py) over a numpy network. Given the compiled
+    decode.c (sampling/kernel.py), a transformer's one-token steps run there instead."""
 
-    def __init__(self, net: NumpyTransformer | NumpyRecurrent) -> None:
+    def __init__(self, net: NumpyTransformer | NumpyRecurrent, library: Any = None) -> None:
         self.net = net
         self.cache: NumpyKVCache | NumpyState | None = None
+        self.kernel: KernelStep | None = None
+        if library is not None and isinstance(net, NumpyTransformer):
+            self.kernel = KernelStep(library, net)
 
     @property
     def max_positions(self) -> int | None:
@@ -414,6 +419,8 @@ class NumpyEngine:
         return self.net.forward(tokens, self.cache)  # type: ignore[arg-type]
 
     def step(self, tokens: Array) -> Array:
+        if self.kernel is not None:
+            return self.kernel(tokens, self.cache)  # type: ignore[arg-type]
         return self.net.forward(tokens[:, None], self.cache)  # type: ignore[arg-type]
 
     def recompute(self, tokens: Array) -> Array:
