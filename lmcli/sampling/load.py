@@ -74,12 +74,12 @@ class Loaded:
     step: int | None
     params: int
     device: str
-    engine_name: str  # what decodes: "torch", "numpy", "numpy, one-token steps in C"
+    engine_name: str  # what runs the network: "torch", "C" (sampling/decode.c) or "numpy"
 
 
 def load(path: Path, device: str = "cpu", engine: str = "auto") -> Loaded:
     """Open a run directory or checkpoint for generation on `device` ("cpu", "auto", "cuda",
-    ...). engine "auto" is numpy on the CPU, with a transformer's one-token steps in C when
+    ...). engine "auto" is the numpy engine on the CPU, running a transformer in C when
     sampling/decode.c compiles (sampling/kernel.py), and torch elsewhere; "numpy" (numpy alone)
     or "torch" forces one."""
     if engine not in ("auto", "numpy", "torch"):
@@ -152,8 +152,8 @@ def _numpy_engine_name(kernel: Kernel | None) -> str:
     if kernel is None:
         return "numpy"
     if kernel.library is None:
-        return f"numpy (the C step is off: {kernel.reason})"
-    return "numpy, one-token steps in C"
+        return f"numpy (no C: {kernel.reason})"
+    return "C"
 
 
 def _tokenizer(checkpoint: Path, cfg: ModelConfig) -> Tokenizer:

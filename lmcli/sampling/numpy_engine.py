@@ -15,13 +15,14 @@ K kv heads, G = H / K query heads per kv head, D head size, V vocabulary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from lmcli.config import ModelConfig
 from lmcli.errors import ConfigError, InputError
-from lmcli.sampling.kernel import KernelStep
+from lmcli.sampling.kernel import KernelForward
 
 ROPE_BASE = 10000.0
 EPS = np.float32(1e-5)  # LayerNorm's and RMSNorm's
@@ -397,14 +398,14 @@ class NumpyRecurrent:
 
 class NumpyEngine:
     """Generation's Engine (sampling/generate.py) over a numpy network. Given the compiled
-    decode.c (sampling/kernel.py), a transformer's one-token steps run there instead."""
+    decode.c (sampling/kernel.py), a transformer's forwards run there instead."""
 
     def __init__(self, net: NumpyTransformer | NumpyRecurrent, library: Any = None) -> None:
         self.net = net
         self.cache: NumpyKVCache | NumpyState | None = None
-        self.kernel: KernelStep | None = None
+        self.forward: Callable[[Array, Any], Array] = net.forward
         if library is not None and isinstance(net, NumpyTransformer):
-            self.kernel = KernelStep(library, net)
+            self.forward = KernelForward(library, net)
 
     @property
     def max_positions(self) -> int | None:
@@ -414,14 +415,20 @@ class NumpyEngine:
     def vocab_size(self) -> int:
         return self.net.cfg.vocab_size
 
+    @property
+    def in_c(self) -> bool:
+        return isinstance(self.forward, KernelForward)
+
     def start(self, tokens: Array) -> Array:
-        self.cache = self.net.new_cache(tokens.shape[0])
-        return self.net.forward(tokens, self.cache)  # type: ignore[arg-type]
+        cache = self.cache
+        if isinstance(cache, NumpyKVCache) and cache.k[0].shape[0] == tokens.shape[0]:
+            cache.pos = 0  # a refill: positions from 0 on are written before they are read
+        else:
+            self.cache = cache = self.net.new_cache(tokens.shape[0])
+        return self.forward(tokens, cache)
 
     def step(self, tokens: Array) -> Array:
-        if self.kernel is not None:
-            return self.kernel(tokens, self.cache)  # type: ignore[arg-type]
-        return self.net.forward(tokens[:, None], self.cache)  # type: ignore[arg-type]
+        return self.forward(tokens[:, None], self.cache)
 
     def recompute(self, tokens: Array) -> Array:
-        return self.net.forward(tokens, self.net.new_cache(tokens.shape[0]))  # type: ignore[arg-type]
+        return self.forward(tokens, self.net.new_cache(tokens.shape[0]))

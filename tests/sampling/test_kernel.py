@@ -1,4 +1,4 @@
-"""The C decoding step (decode.c through sampling/kernel.py) computes the numpy engine's step."""
+"""The transformer in C (decode.c, through sampling/kernel.py) computes the numpy forward."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from lmcli.config import ModelConfig, SampleConfig
 from lmcli.sampling.generate import generate
-from lmcli.sampling.kernel import Kernel, KernelStep, load_kernel
+from lmcli.sampling.kernel import Kernel, KernelForward, load_kernel
 from lmcli.sampling.numpy_engine import NumpyEngine, NumpyTransformer
 from tests.sampling.test_numpy_engine import CONTEXT, VARIANTS, VOCAB, pair
 
@@ -40,9 +40,10 @@ def test_steps_in_c_give_the_numpy_logits_through_the_whole_context(
     name: str, kernel: Kernel
 ) -> None:
     numpy_only, with_c = engines(VARIANTS[name], kernel)
-    assert with_c.kernel is not None and numpy_only.kernel is None
+    assert with_c.in_c and not numpy_only.in_c
     tokens = np.random.default_rng(0).integers(0, VOCAB, (2, CONTEXT))  # B = 2
-    np.testing.assert_array_equal(numpy_only.start(tokens[:, :3]), with_c.start(tokens[:, :3]))
+    expected, got = numpy_only.start(tokens[:, :3]), with_c.start(tokens[:, :3])  # a prompt
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     for t in range(3, CONTEXT):
         expected, got = numpy_only.step(tokens[:, t]), with_c.step(tokens[:, t])
         assert got.dtype == np.float32 and got.shape == (2, VOCAB)
@@ -50,6 +51,19 @@ def test_steps_in_c_give_the_numpy_logits_through_the_whole_context(
     # Both wrote the same keys and values: a numpy step after C steps reads them.
     for k_numpy, k_c in zip(numpy_only.cache.k, with_c.cache.k, strict=True):  # type: ignore[union-attr]
         np.testing.assert_allclose(k_c, k_numpy, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("T", [1, 6, CONTEXT])
+def test_a_forward_over_many_positions_in_c_gives_the_numpy_logits(
+    name: str, T: int, kernel: Kernel
+) -> None:
+    # B = 5: blocks of 4 rows and a remainder in the C matrix products (and V = 40: 16 + 16 + 8).
+    numpy_only, with_c = engines(VARIANTS[name], kernel)
+    tokens = np.random.default_rng(T).integers(0, VOCAB, (5, T))
+    np.testing.assert_allclose(
+        with_c.recompute(tokens), numpy_only.recompute(tokens), rtol=1e-5, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("name", ["rope-rmsnorm-gelu", "sliding-window-layers"])
@@ -75,7 +89,7 @@ def test_the_kernel_refuses_a_weight_of_the_wrong_shape(kernel: Kernel) -> None:
     block = net.layers[1]
     block.out.weight_t = np.zeros((block.out.weight_t.shape[0] - 1, net.cfg.width), np.float32)
     with pytest.raises(ValueError, match="shape"):
-        KernelStep(kernel.library, net)  # type: ignore[arg-type]
+        KernelForward(kernel.library, net)  # type: ignore[arg-type]
 
 
 def test_the_kernel_refuses_a_position_past_the_context(kernel: Kernel) -> None:
