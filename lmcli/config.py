@@ -213,6 +213,9 @@ class TrainConfig:
     max_time: float | None = None
     # Evaluate on the whole validation split every N steps (and at the end).
     eval_every: int = 250
+    # Also evaluate whenever this many seconds of training passed since the last evaluation
+    # (learning curves of time-budgeted runs, whose step count is not known in advance).
+    eval_interval: float | None = None
     # Print a log line / metrics row every N steps.
     log_every: int = 10
     device: str = "auto"
@@ -247,21 +250,23 @@ class TrainConfig:
             raise ConfigError(f"--max-steps must be at least 1 (got {self.max_steps})")
         if self.max_time is not None and not self.max_time > 0:
             raise ConfigError(f"--max-time must be positive (got {self.max_time})")
+        if self.eval_interval is not None and not self.eval_interval > 0:
+            raise ConfigError(f"--eval-interval must be positive (got {self.eval_interval})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in "90", "90s", "3m", "1h30m", "1.5h"."""
+def parse_duration(text: str, flag: str = "--max-time") -> float:
+    """Seconds in "90", "90s", "3m", "1h30m", "1.5h"; `flag` names the option in errors."""
     units = {"h": 3600.0, "m": 60.0, "s": 1.0}
     cleaned = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", cleaned):
         return float(cleaned)
     parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", cleaned)
     if not parts or "".join(n + u for n, u in parts) != cleaned:
-        raise ConfigError(f"--max-time must look like 90s, 3m or 1h30m (got {text!r})")
+        raise ConfigError(f"{flag} must look like 90s, 3m or 1h30m (got {text!r})")
     return sum(float(n) * units[u] for n, u in parts)
 
 

@@ -97,6 +97,13 @@ def train(
     eval_every: Annotated[
         int | None, _opt("Evaluate on the whole val split every N steps.", _PANEL_TRAIN)
     ] = None,
+    eval_interval: Annotated[
+        str | None,
+        _opt(
+            "Also evaluate every this much training time (30s, 2m): curves of timed runs.",
+            _PANEL_TRAIN,
+        ),
+    ] = None,
     log_every: Annotated[int | None, _opt("Log every N steps.", _PANEL_TRAIN)] = None,
     device: Annotated[str | None, _opt("auto, cpu, cuda, cuda:N or mps.", _PANEL_TRAIN)] = None,
     dtype: Annotated[
@@ -142,6 +149,8 @@ def train(
     with user_errors():
         if max_time is not None:
             flags["max-time"] = parse_duration(max_time)
+        if eval_interval is not None:
+            flags["eval-interval"] = parse_duration(eval_interval, "--eval-interval")
         # Under torchrun, rank 0 alone tokenizes, creates the run directory and prints.
         dist = distributed.setup(resolve_device(str(flags.get("device") or "auto")))
         quiet = quiet or not dist.is_main

@@ -233,8 +233,11 @@ def _train(
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
 
+    last_eval = train_seconds  # the training time of the last evaluation (or of the start)
+
     def run_eval() -> Evaluation:
-        nonlocal best_loss, best_bpb, last_loss
+        nonlocal best_loss, best_bpb, last_loss, last_eval
+        last_eval = train_seconds
         result = evaluate(
             model, val_tokens, model_cfg.context, bytes_per_token, device, placement.dtype
         )
@@ -313,7 +316,8 @@ def _train(
                 loss_sum.zero_()
                 loss_count = 0
                 window_start, window_tokens = train_seconds, 0
-            if step % cfg.eval_every == 0 and budget_left():
+            due = cfg.eval_interval is not None and train_seconds - last_eval >= cfg.eval_interval
+            if (step % cfg.eval_every == 0 or due) and budget_left():
                 run_eval()
         run_eval()
     finally:

@@ -30,7 +30,8 @@ METRICS = "metrics.jsonl"
 SCHEMA_VERSION = 1
 # Keys that may differ when resuming: budgets, reporting and where/how fast it runs.
 RESUMABLE_CHANGES = {
-    "max-steps", "max-time", "eval-every", "log-every", "device", "dtype", "compile", "threads",
+    "max-steps", "max-time", "eval-every", "eval-interval", "log-every", "device", "dtype",
+    "compile", "threads",
 }  # fmt: skip
 
 

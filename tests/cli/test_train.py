@@ -71,6 +71,8 @@ def test_table_summary_and_config_file(text: Path, tmp_path: Path) -> None:
         (["--preset", "huge"], "unknown --preset 'huge'"),
         (["--context", "9000"], "--context 9000 is longer than the validation split"),
         (["--max-time", "soon"], "--max-time must look like"),
+        (["--eval-interval", "often"], "--eval-interval must look like"),
+        (["--eval-interval", "0s"], "--eval-interval must be positive"),
         (["--lr", "-1"], "--lr must be positive"),
     ],
 )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -176,3 +177,17 @@ def test_out_of_memory_is_a_one_line_error_with_a_hint(
     with pytest.raises(loop.LmcliError, match="out of memory") as info:
         train(model_cfg, train_cfg, token_dir, tmp_path / "oom")
     assert "--batch-size" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize(("interval", "evals"), [(1e-9, 6), (1e9, 1)])
+def test_eval_interval_adds_evaluations_by_training_time(
+    token_dir: Path, tmp_path: Path, interval: float, evals: int
+) -> None:
+    # 1e-9 s has always passed after a step: an evaluation after every step (the last one is
+    # the final evaluation); 1e9 s never passes: only the final one.
+    settings = {"max-steps": 6, "eval-every": 1000, "eval-interval": interval}
+    model_cfg, train_cfg = start(token_dir, tmp_path / "run", **settings)
+    train(model_cfg, train_cfg, token_dir, tmp_path / "run")
+    rows = (tmp_path / "run" / rundir.METRICS).read_text().splitlines()
+    steps = [json.loads(r)["step"] for r in rows if json.loads(r)["kind"] == "eval"]
+    assert steps == list(range(1, 7))[-evals:]
