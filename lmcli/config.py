@@ -311,3 +311,75 @@ class SampleConfig:
             raise ConfigError(f"--context-window must be at least 1 (got {self.context_window})")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
+
+
+MATCHES = ("params", "time")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `lmcli compare-rnn` trains and measures; see `lmcli compare-rnn --help`."""
+
+    # A token directory, a text file or a named corpus, as for `lmcli train`.
+    corpus: str = "shakespeare"
+    # The models, each trained on the same tokens, context, batch, seed and budget.
+    models: tuple[str, ...] = ("transformer", "lstm")
+    # The budget per model: seconds of training (evaluation excluded), or optimiser steps.
+    budget: float | None = 180.0
+    steps: int | None = None
+    # "params": each recurrent model's width is chosen so that its parameter count is within 10 %
+    # of the transformer's. "time": each model keeps its own size (the transformer its preset's,
+    # a recurrent model char-rnn's 2 x 128) and only the training time is the same.
+    match: str = "params"
+    # The transformer's preset; its context, batch and optimiser settings apply to every model.
+    preset: str = "quick"
+    rnn_layers: int = 2
+    # Evaluations over the training budget, for the learning curves.
+    eval_points: int = 12
+    # The sample of each model: the same prompt and seed.
+    prompt: str = "\n"
+    sample_tokens: int = 300
+    seed: int = 1337
+    device: str = "auto"
+    threads: int | None = None
+    # The comparison's folder: tokens, one run directory per model, the reports.
+    out: Path = Path("runs/compare-rnn")
+
+    def validate(self) -> None:
+        kinds = ("transformer", "lstm", "gru")
+        unknown = [m for m in self.models if m not in kinds]
+        if unknown:
+            raise ConfigError(
+                f"--models: unknown model {unknown[0]!r}", hint=f"choose from {', '.join(kinds)}"
+            )
+        if len(set(self.models)) != len(self.models) or len(self.models) < 2:
+            raise ConfigError(
+                f"--models needs at least two different models (got {','.join(self.models)})",
+                hint="for example --models transformer,lstm,gru",
+            )
+        if (self.budget is None) == (self.steps is None):
+            raise ConfigError("give one budget: --budget (training time) or --steps")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(
+                f"--steps {self.steps} is too small to evaluate even once",
+                hint="each model needs at least one step before its evaluation",
+            )
+        if self.budget is not None and not self.budget > 0:
+            raise ConfigError(
+                f"--budget {self.budget:g}s is too small to evaluate even once",
+                hint="give each model some training time, e.g. --budget 3m",
+            )
+        if self.match not in MATCHES:
+            raise ConfigError(f"--match must be params or time (got {self.match!r})")
+        if self.match == "time" and self.budget is None:
+            raise ConfigError("--match time compares equal training times: give --budget")
+        if self.match == "params" and "transformer" not in self.models:
+            raise ConfigError(
+                "--match params sizes the recurrent models to the transformer: include it",
+                hint="add transformer to --models, or use --match time",
+            )
+        positive = {"--rnn-layers": self.rnn_layers, "--eval-points": self.eval_points,
+                    "--sample-tokens": self.sample_tokens}  # fmt: skip
+        for flag, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")

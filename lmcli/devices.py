@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -144,3 +145,37 @@ class ThreadTuner:
             self.tune(now)
             return True
         return False
+
+
+class PeakMemory:
+    """The peak CUDA allocation of the work inside `with PeakMemory(device) as peak:`, in bytes
+    above what was allocated at the start; None on other devices, which keep no such count
+    (training.memory counts a step's tensors on any device)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.bytes: int | None = None
+        self._baseline = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._baseline
+
+
+def describe_machine(device: torch.device) -> dict[str, object]:
+    """What a measurement ran on: CPU model, cores, the GPU if one is used, torch's version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__}

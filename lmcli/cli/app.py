@@ -16,7 +16,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from lmcli import __version__
 
-# name: (module defining a function of that name, one-line description)
+# name: (module defining a function of that name, "-" spelled "_"; one-line description)
 COMMANDS = {
     "tokenize": (
         "lmcli.cli.tokenize",
@@ -24,6 +24,10 @@ COMMANDS = {
     ),
     "train": ("lmcli.cli.train", "Train a transformer or an LSTM/GRU language model."),
     "sample": ("lmcli.cli.sample", "Generate text from a trained model."),
+    "compare-rnn": (
+        "lmcli.cli.compare",
+        "Train a transformer and an LSTM/GRU under one budget and compare them side by side.",
+    ),
 }
 
 
@@ -38,7 +42,7 @@ class _LazyCommands(MutableMapping[str, Any]):
     def __getitem__(self, name: str) -> TyperCommand:
         if name not in self._built:
             module, description = COMMANDS[name]  # KeyError for an unknown name
-            function = getattr(importlib.import_module(module), name)
+            function = getattr(importlib.import_module(module), name.replace("-", "_"))
             single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
             single.command(name=name, help=description)(function)
             command = typer.main.get_command(single)

@@ -97,6 +97,17 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     stdout().print(table)
 
 
+def print_grid(title: str, columns: Sequence[str], rows: Sequence[tuple[str, list[str]]]) -> None:
+    """A table with a header: one column per thing compared, one row per measure."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for key, cells in rows:
+        table.add_row(key, *cells)
+    stdout().print(table)
+
+
 def print_kv(title: str, record: dict[str, Any]) -> None:
     """A compact `key=value` block on stderr (the resolved config before training)."""
     err = stderr()

@@ -172,7 +172,7 @@ def train(
         model_cfg, train_cfg, token_dir, run_dir = setup
         if not (quiet or json_out):
             print_kv("config", as_record(model_cfg, train_cfg))
-        with _ctrl_c() as stop, TrainProgress(quiet) as progress:
+        with ctrl_c() as stop, TrainProgress(quiet) as progress:
             result = run_training(
                 model_cfg, train_cfg, token_dir, run_dir, resume is not None, progress, stop
             )
@@ -245,7 +245,7 @@ def _resume(
 
 
 @contextmanager
-def _ctrl_c() -> Iterator[Any]:
+def ctrl_c() -> Iterator[Any]:
     """First Ctrl-C: finish the step, save, exit 130. A second one: stop at once."""
     requested = [False]
 

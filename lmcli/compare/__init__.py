@@ -1,0 +1,1 @@
+"""Transformer against recurrent baselines under one budget (`lmcli compare-rnn`)."""
