@@ -67,11 +67,23 @@ def text_curves(comparison: Comparison) -> list[str]:
     for m in comparison.models:
         bpb = [p["val_bpb"] for p in m.curve]
         lines.append(f"  {m.name:<12} {sparkline(bpb)}  {bpb[0]:.3f} → {bpb[-1]:.3f}")
-    lines.append(f"val bits/byte by position in the window, 1 → {comparison.context}:")
+    spans = _doubling_spans(comparison.context)
+    heads = "  ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
+    lines.append(f"val bits/byte by position in the window (mean over positions {heads}):")
     for m in comparison.models:
         p = m.bpb_by_position
-        lines.append(f"  {m.name:<12} {sparkline(p)}  {p[0]:.3f} → {p[-1]:.3f}")
+        means = [sum(p[a - 1 : b]) / (b - a + 1) for a, b in spans]
+        lines.append(f"  {m.name:<12} " + "  ".join(f"{v:.3f}" for v in means))
     return lines
+
+
+def _doubling_spans(context: int) -> list[tuple[int, int]]:
+    """Positions 1, 2-3, 4-7, ... up to the context: where a model's loss falls, evenly shown."""
+    spans, start = [], 1
+    while start <= context:
+        spans.append((start, min(2 * start - 1, context)))
+        start *= 2
+    return spans
 
 
 def write_reports(comparison: Comparison) -> dict[str, Path]:
