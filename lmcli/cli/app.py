@@ -28,6 +28,7 @@ COMMANDS = {
         "lmcli.cli.compare",
         "Train a transformer and an LSTM/GRU under one budget and compare them side by side.",
     ),
+    "bench": ("lmcli.cli.bench", "Measure tokenizing, training and sampling on this machine."),
 }
 
 

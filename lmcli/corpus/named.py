@@ -75,6 +75,16 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
+def cached_corpus(name: str, data_dir: Path | None = None) -> Path | None:
+    """The named corpus's verified local copy, or None; never downloads."""
+    recipe = load_catalog().get(name)
+    if recipe is None:
+        return None
+    target = (data_dir or default_data_dir()) / recipe.filename
+    size_ok = target.is_file() and target.stat().st_size == recipe.bytes
+    return target if size_ok and sha256_file(target) == recipe.sha256 else None
+
+
 def fetch(
     recipe: CorpusRecipe,
     data_dir: Path,

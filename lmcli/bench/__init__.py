@@ -1,0 +1,1 @@
+"""`lmcli bench`: lmcli's own figures on the machine at hand."""
