@@ -100,7 +100,7 @@ def compare(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Comparison:
     cfg.validate()
-    flags = _train_flags(cfg)
+    flags = train_flags(cfg)
     resolve(flags, None)  # a bad preset or setting fails here, before any tokenizing
     settings = settings_record(cfg)
     _check_settings(cfg.out, settings)
@@ -130,7 +130,7 @@ def compare(
     return comparison
 
 
-def _train_flags(cfg: CompareConfig) -> dict[str, Any]:
+def train_flags(cfg: CompareConfig) -> dict[str, Any]:
     flags: dict[str, Any] = {"preset": cfg.preset, "seed": cfg.seed, "device": cfg.device,
                              "threads": cfg.threads}  # fmt: skip
     if cfg.budget is not None:

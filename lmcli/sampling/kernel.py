@@ -100,7 +100,7 @@ def load_kernel() -> Kernel:
     for flags in (FLAGS, PORTABLE_FLAGS):
         key = b"\0".join([source, compiler.encode(), " ".join(flags).encode(), _cpu().encode()])
         target = cache_dir() / f"decode-{hashlib.sha256(key).hexdigest()[:16]}.so"
-        for _ in range(2):  # a cached file that will not load (truncated by a crash) is rebuilt
+        for _ in range(2):  # a cached file that will not load (damaged) is rebuilt once
             if not target.is_file():
                 error = _compile(compiler, flags, source, target)
                 if error is not None:

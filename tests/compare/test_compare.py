@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lmcli.cli import app
-from lmcli.compare.run import RESULT_FILE, Comparison, Stage, _train_flags, compare, model_configs
+from lmcli.compare.run import RESULT_FILE, Comparison, Stage, compare, model_configs, train_flags
 from lmcli.config import CompareConfig
 from lmcli.errors import LmcliError
 from lmcli.training import rundir
@@ -114,7 +114,7 @@ def test_an_interrupted_comparison_resumes(text: Path, tmp_path: Path) -> None:
 
 def test_match_time_keeps_char_rnn_size(text: Path, tmp_path: Path) -> None:
     cfg = settings(text, tmp_path, match="time", budget=5.0, steps=None)
-    configs = model_configs(cfg, _train_flags(cfg), vocab_size=65)
+    configs = model_configs(cfg, train_flags(cfg), vocab_size=65)
     assert configs["lstm"][0].width == configs["gru"][0].width == 128
     assert configs["lstm"][1].max_time == 5.0 and configs["lstm"][1].max_steps is None
 
