@@ -163,7 +163,7 @@ def train_figures(
     import torch
 
     from lmcli.corpus.tokenfiles import TokenMeta, open_tokens
-    from lmcli.devices import resolve_placement
+    from lmcli.devices import PeakMemory, resolve_placement
     from lmcli.presets import as_record, resolve
     from lmcli.training import rundir
     from lmcli.training.data import TrainBatches
@@ -188,7 +188,9 @@ def train_figures(
         elif isinstance(event, Logged):
             steps.append(started[0].tokens_per_step / event.tokens_per_s)
 
-    result = train(model_cfg, train_cfg, token_dir, run_dir, on_event=on_event)
+    placement = resolve_placement(cfg.device, "auto")
+    with PeakMemory(placement.device) as peak:  # CUDA only; None elsewhere
+        result = train(model_cfg, train_cfg, token_dir, run_dir, on_event=on_event)
     info = started[0]
     measured = steps[warmup:]
     settings = {
@@ -202,7 +204,6 @@ def train_figures(
         Figure("train", f"{name}: step time", "ms", tuple(1000 * s for s in measured), settings,
                higher_is_better=False),
     ]  # fmt: skip
-    placement = resolve_placement(cfg.device, "auto")
     from lmcli.sampling.load import load_model
 
     model = load_model(result.checkpoint, placement.device).model
@@ -214,15 +215,25 @@ def train_figures(
     figures.append(Figure("train", f"{name}: memory of a step", "MiB", (memory.total / 2**20,),
                           {**settings, "activations_mib": round(memory.activations / 2**20, 2)},
                           higher_is_better=False))  # fmt: skip
-    if placement.device.type == "cuda":
+    if peak.bytes is not None:
+        figures.append(Figure("train", f"{name}: peak CUDA memory", "MiB",
+                              (peak.bytes / 2**20,), settings, higher_is_better=False))  # fmt: skip
+    if placement.device.type == "cuda" and hasattr(model, "flops_per_token"):
         gpu = torch.cuda.get_device_name(placement.device)
-        peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in gpu), None)
-        if peak is not None and hasattr(model, "flops_per_token"):
-            flops = model.flops_per_token()
-            mfu = tuple(100 * flops * info.tokens_per_step / s / peak for s in measured)
-            figures.append(Figure("train", f"{name}: model FLOPs utilisation", "%", mfu,
-                                  {**settings, "gpu": gpu, "peak_flops": peak}))  # fmt: skip
+        rates = [info.tokens_per_step / s for s in measured]
+        mfu = [model_flops_utilisation(model.flops_per_token(), r, gpu) for r in rates]
+        if all(m is not None for m in mfu):
+            figures.append(Figure("train", f"{name}: model FLOPs utilisation", "%",
+                                  tuple(m for m in mfu if m is not None),
+                                  {**settings, "gpu": gpu}))  # fmt: skip
     return figures, run_dir
+
+
+def model_flops_utilisation(flops_per_token: int, tokens_per_s: float, gpu: str) -> float | None:
+    """Percent of the GPU's dense bf16 peak that the model's training FLOPs reach (as
+    nanoGPT's estimate_mfu counts them); None for a GPU missing from GPU_PEAK_FLOPS."""
+    peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in gpu), None)
+    return None if peak is None else 100 * flops_per_token * tokens_per_s / peak
 
 
 def sample_figures(name: str, run_dir: Path, cfg: BenchConfig) -> list[Figure]:

@@ -90,3 +90,13 @@ def test_a_cached_corpus_is_found_and_never_fetched(
     assert cached_corpus("shakespeare") == tmp_path / "tinyshakespeare.txt"
     (tmp_path / "tinyshakespeare.txt").write_text("changed")
     assert cached_corpus("shakespeare") is None
+
+
+def test_model_flops_utilisation_against_the_gpu_peak() -> None:
+    from lmcli.bench.suites import model_flops_utilisation
+
+    # GPT-2 small trains at ~6 * 124M FLOPs per token; 500k tokens/s on an H100 (989 TFLOP/s).
+    assert model_flops_utilisation(6 * 124_000_000, 500_000, "NVIDIA H100 80GB HBM3") == (
+        pytest.approx(100 * 6 * 124e6 * 5e5 / 989e12)
+    )
+    assert model_flops_utilisation(1000, 1.0, "Some Unknown GPU") is None
