@@ -16,7 +16,6 @@ class Figure:
     unit: str
     runs: tuple[float, ...]  # one value per measured run, warm-up excluded
     settings: dict[str, Any] = field(default_factory=dict)  # what it ran with
-    higher_is_better: bool = True
 
     @property
     def median(self) -> float:

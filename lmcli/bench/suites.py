@@ -135,7 +135,7 @@ def tokenize_suite(text: str, source: str, cfg: BenchConfig) -> list[Figure]:
 
         seconds = timed(learn, repeats)
         figures.append(Figure("tokenize", f"BPE merges for vocab {vocab}", "s", tuple(seconds),
-                              {**settings, "vocab": vocab}, higher_is_better=False))  # fmt: skip
+                              {**settings, "vocab": vocab}))  # fmt: skip
         tokenizer = train_bpe([text], vocab)
     assert tokenizer is not None
     seconds = timed(lambda: tokenizer.encode(text), repeats)
@@ -162,14 +162,13 @@ def train_figures(
     """Train `name` for a few steps through the real loop; figures from its per-step log."""
     import torch
 
-    from lmcli.corpus.tokenfiles import TokenMeta, open_tokens
+    from lmcli.corpus.tokenfiles import TokenMeta
     from lmcli.devices import PeakMemory, resolve_placement
     from lmcli.presets import as_record, resolve
+    from lmcli.sampling.load import load_model
     from lmcli.training import rundir
-    from lmcli.training.data import TrainBatches
     from lmcli.training.loop import Logged, Started, train
-    from lmcli.training.memory import step_memory
-    from lmcli.training.optim import build_optimizer
+    from lmcli.training.memory import first_batch_memory
 
     warmup, repeats = 2, (3 if cfg.quick else cfg.repeats)
     flags: dict[str, Any] = {**MODELS[name], "device": cfg.device, "max-steps": warmup + repeats,
@@ -201,23 +200,17 @@ def train_figures(
     figures = [
         Figure("train", f"{name}: tokens/s", "tokens/s",
                tuple(info.tokens_per_step / s for s in measured), settings),
-        Figure("train", f"{name}: step time", "ms", tuple(1000 * s for s in measured), settings,
-               higher_is_better=False),
+        Figure("train", f"{name}: step time", "ms", tuple(1000 * s for s in measured), settings),
     ]  # fmt: skip
-    from lmcli.sampling.load import load_model
-
     model = load_model(result.checkpoint, placement.device).model
-    batches = TrainBatches(open_tokens(token_dir, "train"), train_cfg.batch_size,
-                           model_cfg.context, train_cfg.seed)  # fmt: skip
-    x, y = (t.to(placement.device) for t in batches.get(0))
-    memory = step_memory(model, build_optimizer(model, train_cfg, placement.device), x, y,
-                         placement.dtype)  # fmt: skip
+    memory = first_batch_memory(model, train_cfg, model_cfg.context, token_dir,
+                                placement.device, placement.dtype)  # fmt: skip
+    activations = round(memory.activations / 2**20, 2)
     figures.append(Figure("train", f"{name}: memory of a step", "MiB", (memory.total / 2**20,),
-                          {**settings, "activations_mib": round(memory.activations / 2**20, 2)},
-                          higher_is_better=False))  # fmt: skip
+                          {**settings, "activations_mib": activations}))  # fmt: skip
     if peak.bytes is not None:
         figures.append(Figure("train", f"{name}: peak CUDA memory", "MiB",
-                              (peak.bytes / 2**20,), settings, higher_is_better=False))  # fmt: skip
+                              (peak.bytes / 2**20,), settings))  # fmt: skip
     if placement.device.type == "cuda" and hasattr(model, "flops_per_token"):
         gpu = torch.cuda.get_device_name(placement.device)
         rates = [info.tokens_per_step / s for s in measured]
@@ -271,6 +264,5 @@ def sample_figures(name: str, run_dir: Path, cfg: BenchConfig) -> list[Figure]:
 
     first_token()
     ttft = tuple(1000 * first_token() for _ in range(repeats))
-    figures.append(Figure("sample", f"{name}: time to first token", "ms", ttft, settings,
-                          higher_is_better=False))  # fmt: skip
+    figures.append(Figure("sample", f"{name}: time to first token", "ms", ttft, settings))
     return figures

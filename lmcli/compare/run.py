@@ -34,11 +34,9 @@ from lmcli.errors import InputError
 from lmcli.models import build_model
 from lmcli.presets import as_record, build_configs, resolve
 from lmcli.training import rundir
-from lmcli.training.data import TrainBatches
 from lmcli.training.evaluate import loss_by_position
 from lmcli.training.loop import Event, TrainResult, check_data_fits, train
-from lmcli.training.memory import step_memory
-from lmcli.training.optim import build_optimizer
+from lmcli.training.memory import first_batch_memory
 
 SETTINGS_FILE = "settings.json"
 RESULT_FILE = "result.json"  # in a model's run directory once its training finished
@@ -125,7 +123,7 @@ def compare(
         result, memory, reused = outcome
         on_event(Stage(name, "measuring loss by position, generation speed and a sample"))
         comparison.models.append(
-            _measure(name, cfg, run_dir, token_dir, meta, result, memory, reused, device)
+            _measure(name, cfg, run_dir, token_dir, meta, result, memory, reused)
         )
     return comparison
 
@@ -274,23 +272,20 @@ def _measure(
     result: dict[str, Any],
     memory: dict[str, Any],
     reused: bool,
-    device: torch.device,
 ) -> ModelResult:
     from lmcli.sampling.generate import generate
     from lmcli.sampling.load import encode_prompt, load, load_model
 
     record = rundir.load_config(run_dir)["config"]
     model_cfg, train_cfg = build_configs(record, meta.vocab_size)
-    loaded = load_model(run_dir, device)
-    losses = loss_by_position(
-        loaded.model, open_tokens(token_dir, "val"), loaded.config.context, device, torch.float32
-    )
+    placement = resolve_placement(train_cfg.device, train_cfg.dtype)
+    loaded = load_model(run_dir, placement.device)
+    losses = loss_by_position(loaded.model, open_tokens(token_dir, "val"), model_cfg.context,
+                              placement.device, torch.float32)  # fmt: skip
     bpb = losses / math.log(2) / meta.bytes_per_token("val")
-    batches = TrainBatches(open_tokens(token_dir, "train"), train_cfg.batch_size,
-                           model_cfg.context, train_cfg.seed)  # fmt: skip
-    x, y = (t.to(device) for t in batches.get(0))
-    optimizer = build_optimizer(loaded.model, train_cfg, device)
-    step = step_memory(loaded.model, optimizer, x, y)  # the checkpoint is not written back
+    # Last: it takes an optimiser step on the loaded weights (the checkpoint is not written).
+    step = first_batch_memory(loaded.model, train_cfg, model_cfg.context, token_dir,
+                              placement.device, placement.dtype)  # fmt: skip
 
     engine = load(run_dir, device="cpu")  # the CPU engine `lmcli sample` uses
     sample_cfg = SampleConfig(prompt=cfg.prompt, max_new_tokens=cfg.sample_tokens, seed=cfg.seed)
@@ -305,7 +300,7 @@ def _measure(
         config=record,
         train=result,
         memory={**asdict(step), "total": step.total, "cuda_peak": memory.get("cuda_peak")},
-        curve=_curve(run_dir, meta),
+        curve=_curve(run_dir),
         bpb_by_position=[float(v) for v in bpb],
         generation_tokens_per_s=cfg.sample_tokens / seconds,
         sample=text,
@@ -313,7 +308,7 @@ def _measure(
     )
 
 
-def _curve(run_dir: Path, meta: TokenMeta) -> list[dict[str, float]]:
+def _curve(run_dir: Path) -> list[dict[str, float]]:
     points = []
     for line in (run_dir / rundir.METRICS).read_text(encoding="utf-8").splitlines():
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -217,7 +218,6 @@ class NumpyTransformer:
         pre = cfg.norm_placement == "pre"
         final = _Norm(cfg.norm, w, "norm") if pre else None
         self.head = _NormLinear(w.get("head.weight", self.wte), None, final)
-        self.act = _Gelu() if cfg.mlp == "gelu" else None
 
     @property
     def max_positions(self) -> int:
@@ -308,10 +308,15 @@ class NumpyTransformer:
         y = y.reshape(B, K, G, T, D).transpose(0, 3, 1, 2, 4).reshape(B * T, H * D)
         return self.layers[index].proj(y)  # (B*T, C)
 
+    @cached_property
+    def gelu(self) -> _Gelu:
+        """Built on first use (~9 ms): when decode.c runs the network, numpy never needs it."""
+        return _Gelu()
+
     def _mlp(self, x: Array, layer: _Block) -> Array:
         h = layer.fc(x)  # the pre-norm is folded in
-        if self.act is not None:
-            h = self.act(h)
+        if self.cfg.mlp == "gelu":
+            h = self.gelu(h)
         elif self.cfg.mlp == "relu2":
             h = np.square(np.maximum(h, 0.0))
         else:

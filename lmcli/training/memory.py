@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from lmcli.config import TrainConfig
+from lmcli.corpus.tokenfiles import open_tokens
+from lmcli.training.data import TrainBatches
+from lmcli.training.optim import build_optimizer
 
 
 @dataclass(frozen=True)
@@ -69,3 +75,19 @@ def step_memory(
     grads = [p.grad for p in params if p.grad is not None]
     optimizer.zero_grad(set_to_none=True)
     return StepMemory(_nbytes(params), _nbytes(grads), _nbytes(state), activations)
+
+
+def first_batch_memory(
+    model: nn.Module,
+    train_cfg: TrainConfig,
+    context: int,
+    token_dir: Path,
+    device: torch.device,
+    autocast_dtype: torch.dtype = torch.float32,
+) -> StepMemory:
+    """step_memory on the run's own first training batch, with a fresh optimiser of its kind."""
+    batches = TrainBatches(open_tokens(token_dir, "train"), train_cfg.batch_size, context,
+                           train_cfg.seed)  # fmt: skip
+    x, y = (t.to(device) for t in batches.get(0))
+    optimizer = build_optimizer(model, train_cfg, device)
+    return step_memory(model, optimizer, x, y, autocast_dtype)
