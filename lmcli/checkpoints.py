@@ -3,17 +3,22 @@
 A checkpoint is a dict of tensors, numbers and strings written by `torch.save` and read with
 `torch.load(weights_only=True)`, which refuses to unpickle anything else: a crafted file cannot
 run code. Writes go to a temporary file that is fsynced and renamed over the old one, so a crash
-or `kill -9` at any moment leaves either the old or the new checkpoint, never a torn one.
+or `kill -9` at any moment leaves either the old or the new checkpoint, never a torn one. Loads
+check the zip archive's CRC-32 of every member first (torch.load does not): a damaged file is
+refused, never trained on.
 """
 
 from __future__ import annotations
 
-import os
+import pickle
+import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcli.errors import InputError
+from lmcli.files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -21,32 +26,25 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data))
-
-
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch  # here, not above: lmcli sample's numpy path reads checkpoints without torch
 
-    _atomic(path, lambda f: torch.save({"schema_version": SCHEMA_VERSION, **state}, f))
+    atomic_write(path, lambda f: torch.save({"schema_version": SCHEMA_VERSION, **state}, f))
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def check_archive(path: Path) -> None:
+    """Refuse a file that is not a whole torch.save archive: not a zip, or a member whose bytes
+    fail their CRC-32 (damaged on disk or in transit)."""
     try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    # Make the rename itself durable.
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError):
+        raise InputError(
+            f"{path} is not a loadable lmcli checkpoint (truncated or foreign file: not a whole "
+            "torch.save archive)"
+        ) from None
+    if bad is not None:
+        raise InputError(f"{path} is damaged: its part {bad!r} fails its CRC check")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -54,6 +52,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
     if not path.is_file():
         raise InputError(f"no checkpoint at {path}")
+    check_archive(path)
     try:
         with warnings.catch_warnings():
             # A foreign pickle draws a warning about its protocol before the error we report.
@@ -61,13 +60,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             state = torch.load(path, map_location=map_location, weights_only=True)
     except MemoryError:
         raise
+    except pickle.UnpicklingError as exc:
+        asked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it asks for {asked.group(1)}" if asked else "it holds more than tensors and data"
+        raise InputError(f"{path} is refused: not a plain torch.save file ({what})") from None
     except Exception as exc:
-        # Whatever a damaged or foreign file makes the unpickler or the zip reader trip on
-        # (UnpicklingError, EOFError, BadZipFile, OSError from a seek past the end, KeyError
-        # from a bogus memo reference, ...) means the same thing: not a checkpoint we can read.
+        # Whatever a damaged or foreign file makes the unpickler trip on (EOFError, OSError from
+        # a seek past the end, KeyError from a bogus memo reference, ...) means the same thing.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"{path} is not a loadable lmcli checkpoint (truncated or foreign file: {first[:120]})"
+            f"{path} is not a loadable lmcli checkpoint (truncated or foreign file: {first[:100]})"
         ) from None
     if not isinstance(state, dict) or state.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} is not an lmcli checkpoint of schema {SCHEMA_VERSION}")

@@ -8,6 +8,7 @@ pulls in its own library code, and `lmcli sample` should not wait for what `lmcl
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Annotated, Any
 
@@ -102,4 +103,9 @@ def _root(
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with stdout closed (`>&-`): no place for any result
+        if sys.stderr is not None:
+            sys.stderr.write("error: stdout is closed, so lmcli has nowhere to write its output\n"
+                             "hint: redirect it to a file or to /dev/null instead\n")  # fmt: skip
+        raise SystemExit(1)
     app()

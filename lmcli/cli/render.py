@@ -6,8 +6,11 @@ Results go to stdout; progress, logs and errors to stderr. Progress bars draw on
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import typer
@@ -23,10 +26,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lmcli.errors import LmcliError
+from lmcli.errors import EnvironmentFailure, LmcliError, environment_error
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 
 def stdout() -> Console:
@@ -37,20 +39,52 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def exit_code(signum: int) -> int:
+    """The shell's convention for a command ended by a signal: 128 + its number (Ctrl-C: 130,
+    SIGTERM: 143, SIGHUP: 129)."""
+    return 128 + signum
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn an LmcliError into `error: …` (+ `hint: …`) on stderr and exit 1; Ctrl-C into 130."""
-    err = stderr()
+    """Turn an LmcliError into `error: …` (+ `hint: …`) on stderr and exit 1; so too the
+    environment's failures (a full disk, a path that cannot be written, no memory). A reader that
+    went away (`| head`) ends the command quietly; Ctrl-C and other stops exit 128 + signal."""
     try:
         yield
+        sys.stdout.flush()  # a full or broken stdout fails here, not at interpreter exit
     except LmcliError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
-        if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR) from None
-    except KeyboardInterrupt:
-        err.print("interrupted", soft_wrap=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _fail(exc)
+    except BrokenPipeError:
+        # The reader went away (`lmcli … | head`): stop quietly, as `head` expects.
+        _silence_stdout()
+        raise typer.Exit(0) from None
+    except OSError as exc:
+        _fail(environment_error(exc))
+    except MemoryError:
+        _fail(EnvironmentFailure("out of memory", hint="use a smaller model, batch or context"))
+    except KeyboardInterrupt as exc:
+        _say("interrupted")
+        raise typer.Exit(exit_code(getattr(exc, "signum", signal.SIGINT))) from None
+
+
+def _fail(exc: LmcliError) -> None:
+    _say(f"[bold red]error:[/] {exc.message}", markup=True)
+    if exc.hint:
+        _say(f"[yellow]hint:[/] {exc.hint}", markup=True)
+    _silence_stdout()  # what a failed command left buffered is not a result
+    raise typer.Exit(EXIT_ERROR) from None
+
+
+def _say(text: str, markup: bool = False) -> None:
+    with suppress(OSError):  # stderr is gone too: the exit code is all that is left to say it
+        stderr().print(text, markup=markup, soft_wrap=True)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing (not even Python's last flush) writes there."""
+    with suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class ByteProgress:
