@@ -6,6 +6,7 @@ Each field's name is its flag's name (`kv_heads` is `--kv-heads`), so errors can
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,34 @@ MAX_VOCAB_SIZE = 2**32
 MIN_BPE_VOCAB_SIZE = 256 + 1
 DEFAULT_BPE_VOCAB_SIZE = 4096
 OPTIMIZERS = ("adamw", "muon")
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+# Every command takes the same seeds: any non-negative integer (a numpy generator takes them all;
+# torch gets a 64-bit digest of one it cannot hold, see lmcli.training.loop).
+SEED_HELP = "a non-negative integer"
+
+
+def check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"--seed must be {SEED_HELP} (got {seed!r})")
+
+
+def check_device_name(name: str, flag: str = "--device") -> None:
+    """The device names lmcli supports (availability is checked when it is used)."""
+    if name in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d{1,4}", name):
+        return
+    raise ConfigError(f"unknown {flag} {name!r} ({DEVICE_NAMES})")
+
+
+def _check_finite(values: dict[str, float]) -> None:
+    for flag, value in values.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number (got {value})")
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})")
 
 
 @dataclass(frozen=True)
@@ -60,7 +89,7 @@ class TokenizeConfig:
         return f"bpe{self.bpe_vocab_size}" if self.tokenizer == "bpe" else self.tokenizer
 
     def validate(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
+        if not 0.0 < self.val_fraction < 1.0:  # NaN fails this too
             raise ConfigError(f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise ConfigError(
@@ -78,10 +107,9 @@ class TokenizeConfig:
                 f"--vocab-size must be at most {MAX_VOCAB_SIZE} (what a uint32 token file holds) "
                 f"(got {size})"
             )
-        if self.bpe_train_mb <= 0:
-            raise ConfigError(f"--bpe-train-mb must be positive (got {self.bpe_train_mb})")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
+        if not self.bpe_train_mb > 0 or not math.isfinite(self.bpe_train_mb):
+            raise ConfigError(f"--bpe-train-mb must be a positive number (got {self.bpe_train_mb})")
+        check_threads(self.threads)
         if self.chunk_bytes < 1024:
             raise ConfigError(f"chunk size must be at least 1024 bytes (got {self.chunk_bytes})")
 
@@ -146,8 +174,13 @@ class ModelConfig:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
         if self.vocab_size < 1:
             raise ConfigError(f"vocabulary size must be at least 1 (got {self.vocab_size})")
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # NaN fails this too
             raise ConfigError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not re.fullmatch(r"[SLsl]+", self.window_pattern):
+            raise ConfigError(
+                f"--window-pattern must be letters S (local) and L (global), e.g. SL "
+                f"(got {self.window_pattern!r})"
+            )
         if self.embedding is not None and self.embedding < 1:
             raise ConfigError(f"--embedding must be at least 1 (got {self.embedding})")
         if self.model == "transformer" and self.embedding is not None:
@@ -175,17 +208,10 @@ class ModelConfig:
             raise ConfigError(
                 f"--pos rope needs an even head size, --width / --heads (got {head_dim})"
             )
-        if self.window is not None:
-            if not 1 <= self.window <= self.context:
-                raise ConfigError(
-                    f"--window must be between 1 and --context (got {self.window} and "
-                    f"{self.context})"
-                )
-            if not re.fullmatch(r"[SLsl]+", self.window_pattern):
-                raise ConfigError(
-                    f"--window-pattern must be letters S (local) and L (global), e.g. SL "
-                    f"(got {self.window_pattern!r})"
-                )
+        if self.window is not None and not 1 <= self.window <= self.context:
+            raise ConfigError(
+                f"--window must be between 1 and --context (got {self.window} and {self.context})"
+            )
 
 
 @dataclass(frozen=True)
@@ -236,6 +262,9 @@ class TrainConfig:
         for flag, value in at_least_one.items():
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        _check_finite({"--lr": self.lr, "--muon-lr": self.muon_lr,
+                       "--weight-decay": self.weight_decay, "--grad-clip": self.grad_clip,
+                       "--beta1": self.beta1, "--beta2": self.beta2})  # fmt: skip
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive (got {self.lr})")
         if self.optimizer not in OPTIMIZERS:
@@ -244,6 +273,13 @@ class TrainConfig:
             )
         if not self.muon_lr > 0:
             raise ConfigError(f"--muon-lr must be positive (got {self.muon_lr})")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be at least 0 (got {self.weight_decay})")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"--grad-clip must be positive (got {self.grad_clip})")
+        for flag, beta in (("--beta1", self.beta1), ("--beta2", self.beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{flag} must be in [0, 1) (got {beta})")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be at least 0 (got {self.warmup})")
         if self.max_steps is not None and self.max_steps < 1:
@@ -252,10 +288,13 @@ class TrainConfig:
             raise ConfigError(f"--max-time must be positive (got {self.max_time})")
         if self.eval_interval is not None and not self.eval_interval > 0:
             raise ConfigError(f"--eval-interval must be positive (got {self.eval_interval})")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
+        check_threads(self.threads)
+        if not 0.0 <= self.min_lr_ratio <= 1.0:  # NaN fails this too
             raise ConfigError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        check_device_name(self.device)
+        if self.dtype not in DTYPE_NAMES:
+            raise ConfigError(f"unknown --dtype {self.dtype!r} ({', '.join(DTYPE_NAMES)})")
+        check_seed(self.seed)
 
 
 def parse_duration(text: str, flag: str = "--max-time") -> float:
@@ -309,8 +348,9 @@ class SampleConfig:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
         if self.context_window is not None and self.context_window < 1:
             raise ConfigError(f"--context-window must be at least 1 (got {self.context_window})")
-        if self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
+        check_threads(self.threads)
+        check_seed(self.seed)
+        check_device_name(self.device)
 
 
 MATCHES = ("params", "time")
@@ -383,3 +423,6 @@ class CompareConfig:
         for flag, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        check_seed(self.seed)
+        check_device_name(self.device)
+        check_threads(self.threads)

@@ -120,13 +120,24 @@ DEFAULT_PRESET = "quick"
 
 _MODEL_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(ModelConfig)} - {"vocab-size"}
 _TRAIN_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
-KNOWN_KEYS = _MODEL_KEYS | _TRAIN_KEYS | {"preset"}
+# How a text corpus is tokenized for a new run (`vocab-size` is --vocab-size, BPE's size).
+DATA_KEYS = {"tokenizer": str, "vocab-size": int}
+KNOWN_KEYS = _MODEL_KEYS | _TRAIN_KEYS | set(DATA_KEYS) | {"preset"}
+# Keys whose values may be durations ("90s", "3m"), in a file as on the command line.
+DURATIONS = ("max-time", "eval-interval")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a directory, not a TOML or JSON file")
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -136,6 +147,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"--config {path}: use a .toml or .json file")
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--config {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a table of keys")
     _check_keys(data, f"--config {path}")
@@ -162,8 +175,13 @@ def resolve(
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r} (presets: {', '.join(PRESETS)})")
     merged: dict[str, Any] = {**PRESETS[preset], **from_file, **given, "preset": preset}
-    if isinstance(merged.get("max-time"), str):
-        merged["max-time"] = parse_duration(merged["max-time"])
+    for key in DURATIONS:
+        if isinstance(merged.get(key), str):
+            merged[key] = parse_duration(merged[key], f"--{key}")
+    for key, kind in DATA_KEYS.items():
+        value = merged.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(f"--{key} must be {_NAMES[kind]} (got {value!r})")
     # An explicit step budget alone replaces a preset's time budget, and vice versa.
     explicit = {**from_file, **given}
     if "max-steps" in explicit and "max-time" not in explicit:
@@ -209,10 +227,15 @@ def _checked(key: str, value: Any, hint: Any) -> Any:
         if option in (str, bool) and isinstance(value, option):
             return value
     allowed = [
-        "/".join(map(str, typing.get_args(o))) if typing.get_origin(o) is Literal else o.__name__
+        "one of " + "/".join(map(str, typing.get_args(o))) if typing.get_origin(o) is Literal
+        else _NAMES.get(o, o.__name__)
         for o in options
-    ]
+        if o is not type(None)
+    ]  # fmt: skip
     raise ConfigError(f"--{key} must be {' or '.join(allowed)} (got {value!r})")
+
+
+_NAMES: dict[Any, str] = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
 
 
 def as_record(model: ModelConfig, train: TrainConfig) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def test_every_preset_is_valid() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('layers = "four"', "--layers must be int"),
+        ('layers = "four"', "--layers must be an integer"),
         ("kv_heads = 2", "unknown key 'kv_heads'"),
         ("[x", "--config"),
     ],

@@ -24,6 +24,7 @@ from typing import Any
 
 from lmcli.bench.measure import Figure, timed
 from lmcli.config import SampleConfig, TokenizeConfig
+from lmcli.errors import InputError
 
 SUITES = ("tokenize", "train", "sample")
 BPE_VOCABS = (1024, 4096)
@@ -93,14 +94,29 @@ def _text(cfg: BenchConfig, work: Path) -> tuple[str, str]:
     """The benchmark text and what it is; --quick keeps its first 256 KB."""
     limit = QUICK_TEXT if cfg.quick else None
     if cfg.corpus is not None:
-        return cfg.corpus.read_text(encoding="utf-8")[:limit], cfg.corpus.name
+        return read_corpus(cfg.corpus, limit), cfg.corpus.name
     from lmcli.corpus.named import cached_corpus
 
     cached = cached_corpus("shakespeare")
     if cached is not None:
-        return cached.read_text(encoding="utf-8")[:limit], "shakespeare (cached)"
+        return read_corpus(cached, limit), "shakespeare (cached)"
     size = QUICK_TEXT if cfg.quick else 1 << 20
     return synthetic_text(size), "synthetic text (no corpus given or cached)"
+
+
+def read_corpus(path: Path, limit: int | None) -> str:
+    """The text of a corpus as `lmcli tokenize` reads it: refused if binary, normalised (invalid
+    bytes replaced); its first `limit` characters."""
+    from lmcli.corpus.text import iter_text, scan_text_file
+
+    size, _ = scan_text_file(path)
+    pieces, length = [], 0
+    for piece in iter_text(path, 0, size):
+        pieces.append(piece)
+        length += len(piece)
+        if limit is not None and length >= limit:
+            break
+    return "".join(pieces)[:limit]
 
 
 def synthetic_text(size: int, seed: int = 0) -> str:
@@ -120,7 +136,7 @@ def synthetic_text(size: int, seed: int = 0) -> str:
 
 
 def tokenize_suite(text: str, source: str, cfg: BenchConfig) -> list[Figure]:
-    from lmcli.tokenizers.bpe import train_bpe
+    from lmcli.tokenizers.bpe import BpeTokenizer, train_bpe
     from lmcli.tokenizers.char import CharTokenizer
 
     repeats = 3 if cfg.quick else cfg.repeats
@@ -130,13 +146,20 @@ def tokenize_suite(text: str, source: str, cfg: BenchConfig) -> list[Figure]:
     tokenizer = None
     for vocab in BPE_VOCABS:
 
-        def learn(vocab: int = vocab) -> object:
-            return train_bpe([text], vocab)
+        def learn(vocab: int = vocab) -> BpeTokenizer:
+            try:
+                return train_bpe([text], vocab)
+            except InputError as exc:
+                raise InputError(
+                    f"the benchmark text ({source}, {mb:.3f} MB) is too small for BPE vocab "
+                    f"{vocab}: {exc.message}",
+                    hint="give a larger --corpus, or leave out the tokenize suite (--suite)",
+                ) from None
 
         seconds = timed(learn, repeats)
         figures.append(Figure("tokenize", f"BPE merges for vocab {vocab}", "s", tuple(seconds),
                               {**settings, "vocab": vocab}))  # fmt: skip
-        tokenizer = train_bpe([text], vocab)
+        tokenizer = learn()
     assert tokenizer is not None
     seconds = timed(lambda: tokenizer.encode(text), repeats)
     figures.append(Figure("tokenize", f"BPE {BPE_VOCABS[-1]} encode (tiktoken)", "MB/s",
@@ -162,11 +185,11 @@ def train_figures(
     """Train `name` for a few steps through the real loop; figures from its per-step log."""
     import torch
 
+    from lmcli import rundir
     from lmcli.corpus.tokenfiles import TokenMeta
     from lmcli.devices import PeakMemory, resolve_placement
     from lmcli.presets import as_record, resolve
     from lmcli.sampling.load import load_model
-    from lmcli.training import rundir
     from lmcli.training.loop import Logged, Started, train
     from lmcli.training.memory import first_batch_memory
 
@@ -177,7 +200,6 @@ def train_figures(
         flags["batch-size"] = 4  # one step of the full batch takes ~20 s on a 2-core CPU
     meta = TokenMeta.load(token_dir)
     model_cfg, train_cfg, _ = resolve(flags, vocab_size=meta.vocab_size)
-    rundir.create(run_dir, token_dir, as_record(model_cfg, train_cfg))
     started: list[Started] = []
     steps: list[float] = []  # seconds of each step, from the per-step tokens/s
 
@@ -188,7 +210,8 @@ def train_figures(
             steps.append(started[0].tokens_per_step / event.tokens_per_s)
 
     placement = resolve_placement(cfg.device, "auto")
-    with PeakMemory(placement.device) as peak:  # CUDA only; None elsewhere
+    with rundir.new_run(run_dir), PeakMemory(placement.device) as peak:  # peak: CUDA only
+        rundir.create(run_dir, token_dir, as_record(model_cfg, train_cfg))
         result = train(model_cfg, train_cfg, token_dir, run_dir, on_event=on_event)
     info = started[0]
     measured = steps[warmup:]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmcli.cli.render import note, print_grid, print_json, user_errors
+from lmcli.cli.signals import stop_at_once
 from lmcli.errors import ConfigError
 
 
@@ -35,7 +36,12 @@ def bench(
         ),
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="A few minutes on a CPU: 1 MB of text, fewer runs.")
+        bool,
+        typer.Option(
+            "--quick",
+            help="About half a minute on a CPU: 256 KB of text, the tiny model and the LSTM, "
+            "3 runs per figure.",
+        ),
     ] = False,
     repeats: Annotated[int, _opt("Measured runs per figure, after a warm-up. \\[default: 5]")] = 5,
     sample_tokens: Annotated[int, _opt("New tokens per sampling run. \\[default: 500]")] = 500,
@@ -48,7 +54,7 @@ def bench(
     Each figure is the median of repeated runs after a warm-up, with its range."""
     from lmcli.bench.suites import MODELS, QUICK_MODELS, SUITES, BenchConfig, run_bench
 
-    with user_errors():
+    with user_errors(), stop_at_once():
         suites = tuple(s.strip() for s in suite.split(",") if s.strip())
         suites = SUITES if suites == ("all",) else suites
         unknown = [s for s in suites if s not in SUITES]
@@ -82,14 +88,17 @@ def bench(
 
         machine = describe_machine(resolve_device(device))
         figures = run_bench(cfg, on_event)
-        texts = sorted({str(f.settings["text"]) for f in figures if "text" in f.settings})
+        _print(machine, figures, json_out, {"suites": list(suites), "models": list(models),
+                                            "device": device, "quick": quick, "repeats": repeats,
+                                            "sample_tokens": sample_tokens})  # fmt: skip
+
+
+def _print(
+    machine: dict[str, Any], figures: list[Any], json_out: bool, settings: dict[str, Any]
+) -> None:
     if json_out:
-        print_json({
-            "machine": machine,
-            "settings": {"suites": list(suites), "models": list(models), "device": device,
-                         "quick": quick, "repeats": repeats, "sample_tokens": sample_tokens},
-            "figures": [f.to_dict() for f in figures],
-        })  # fmt: skip
+        print_json({"machine": machine, "settings": settings,
+                    "figures": [f.to_dict() for f in figures]})  # fmt: skip
         return
     rows = [
         (f"{f.suite}: {f.name}", [_num(f.median), f"{_num(f.low)}–{_num(f.high)}", f.unit,
@@ -103,7 +112,9 @@ def bench(
         ["median", "range", "unit", "with"],
         rows,
     )
-    note(f"text: {', '.join(texts)}; each figure: median and range of the measured runs")
+    texts = sorted({str(f.settings["text"]) for f in figures if "text" in f.settings})
+    text = f"text: {', '.join(texts)}; " if texts else ""
+    note(f"{text}each figure: median and range of the measured runs")
 
 
 def _num(value: float) -> str:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lmcli.cli.render import TrainProgress, note, print_grid, print_json, stdout, user_errors
-from lmcli.cli.train import EXIT_INTERRUPTED, ctrl_c
+from lmcli.cli.render import (
+    TrainProgress,
+    exit_code,
+    note,
+    print_grid,
+    print_json,
+    stdout,
+    user_errors,
+)
+from lmcli.cli.signals import graceful_stop
 from lmcli.config import CompareConfig, parse_duration
 from lmcli.presets import PRESETS
 
@@ -94,7 +103,7 @@ def compare_rnn(
             out=out,
         )  # fmt: skip
         cfg.validate()
-        with ctrl_c() as stop, TrainProgress(quiet or json_out) as progress:
+        with graceful_stop(note) as stop, TrainProgress(quiet or json_out) as progress:
 
             def on_event(event: Any) -> None:
                 if isinstance(event, Stage):
@@ -105,17 +114,18 @@ def compare_rnn(
 
             comparison = compare(cfg, on_event, stop)
         if comparison.interrupted:
-            note(f"interrupted; run the same command again to resume ({out})")
-            raise typer.Exit(EXIT_INTERRUPTED)
+            note(f"stopped; run the same command again to resume ({out})")
+            raise typer.Exit(exit_code(stop.signum or signal.SIGINT))
         paths = write_reports(comparison)
-    if json_out:
-        print_json({**comparison.to_dict(), "reports": {k: str(v) for k, v in paths.items()}})
-        return
-    print_grid("lmcli compare-rnn", [m.name for m in comparison.models], table_rows(comparison))
-    console = stdout()
-    for line in text_curves(comparison):
-        console.print(line, markup=False, highlight=False)
-    for m in comparison.models:
-        console.print(f"\n--- {m.name} ---", markup=False, highlight=False)
-        console.print(prompt + m.sample, markup=False, highlight=False)
-    note(f"reports: {paths['markdown']}, {paths['picture']}, {paths['json']}")
+        if json_out:
+            print_json({**comparison.to_dict(), "reports": {k: str(v) for k, v in paths.items()}})
+            return
+        print_grid("lmcli compare-rnn", [m.name for m in comparison.models],
+                   table_rows(comparison))  # fmt: skip
+        console = stdout()
+        for line in text_curves(comparison):
+            console.print(line, markup=False, highlight=False)
+        for m in comparison.models:
+            console.print(f"\n--- {m.name} ---", markup=False, highlight=False)
+            console.print(prompt + m.sample, markup=False, highlight=False)
+        note(f"reports: {paths['markdown']}, {paths['picture']}, {paths['json']}")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from lmcli.cli.render import note, print_json, user_errors
+from lmcli.cli.signals import stop_at_once
 from lmcli.config import SampleConfig
 from lmcli.errors import ConfigError, InputError
 
@@ -105,7 +106,7 @@ def sample(
     ] = False,
 ) -> None:
     """Generate text from a trained model: samples on stdout, notes on stderr."""
-    with user_errors():
+    with user_errors(), stop_at_once():
         if stream and json_out:
             raise ConfigError("--stream and --json cannot be combined: --json prints one object")
         cfg = SampleConfig(
@@ -123,12 +124,7 @@ def sample(
         )
         cfg.validate()
         streaming = not json_out and (stream if stream is not None else sys.stdout.isatty())
-        try:
-            _run(run_dir_or_checkpoint, cfg, streaming, json_out)
-        except BrokenPipeError:
-            # The reader went away (`lmcli sample … | head`): stop quietly, as `head` expects.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
+        _run(run_dir_or_checkpoint, cfg, streaming, json_out)
 
 
 def _prompt_text(prompt: str | None, prompt_file: Path | None) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmcli.cli.render import ByteProgress, print_json, print_table, user_errors
+from lmcli.cli.signals import stop_at_once
 from lmcli.config import TokenizeConfig
 from lmcli.corpus.prepare import TokenizeResult, tokenize_corpus
 
@@ -91,12 +92,13 @@ def tokenize(
         bpe_train_mb=bpe_train_mb,
         threads=threads,
     )
-    with user_errors(), ByteProgress() as progress:
-        result = tokenize_corpus(cfg, progress)
-    if json_out:
-        print_json(result.to_dict())
-    else:
-        print_table("lmcli tokenize", _rows(result))
+    with user_errors(), stop_at_once():
+        with ByteProgress() as progress:
+            result = tokenize_corpus(cfg, progress)
+        if json_out:
+            print_json(result.to_dict())
+        else:
+            print_table("lmcli tokenize", _rows(result))
 
 
 def _rows(r: TokenizeResult) -> list[tuple[str, str]]:

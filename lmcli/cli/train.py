@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, cast
 
 import typer
 
-from lmcli.cli.render import TrainProgress, note, print_json, print_kv, print_table, user_errors
-from lmcli.config import ModelConfig, TokenizeConfig, TrainConfig, parse_duration
+from lmcli import rundir
+from lmcli.cli.render import (
+    TrainProgress,
+    exit_code,
+    note,
+    print_json,
+    print_kv,
+    print_table,
+    user_errors,
+)
+from lmcli.cli.signals import graceful_stop, stop_at_once
+from lmcli.config import (
+    DEFAULT_BPE_VOCAB_SIZE,
+    ModelConfig,
+    TokenizeConfig,
+    TrainConfig,
+    parse_duration,
+)
 from lmcli.corpus.prepare import tokenize_corpus
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta
-from lmcli.devices import resolve_device
-from lmcli.errors import InputError, LmcliError
+from lmcli.devices import resolve_device, resolve_placement
+from lmcli.errors import ConfigError, InputError, LmcliError
 from lmcli.presets import PRESETS, as_record, build_configs, load_config_file, resolve
-from lmcli.training import distributed, rundir
-from lmcli.training.loop import TrainResult, check_data_fits
+from lmcli.training import distributed
+from lmcli.training.loop import TrainResult, check_data_fits, check_training_memory
 from lmcli.training.loop import train as run_training
 
-EXIT_INTERRUPTED = 130
+DEFAULT_CORPUS = "shakespeare"
 _PANEL_MODEL = "Model"
 _PANEL_TRAIN = "Training"
 
@@ -33,11 +48,13 @@ def _opt(help: str, panel: str = _PANEL_MODEL, **kw: Any) -> Any:
 
 def train(
     corpus: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="A token directory (from lmcli tokenize), a text file, or a named corpus."
+            help="A token directory (from lmcli tokenize), a text file, or a named corpus. "
+            "\\[default: shakespeare]",
+            show_default=False,
         ),
-    ] = "shakespeare",
+    ] = None,
     preset: Annotated[
         str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. \\[default: quick]")
     ] = None,
@@ -120,8 +137,9 @@ def train(
     ] = None,
     seed: Annotated[int | None, _opt("Random seed.", _PANEL_TRAIN)] = None,
     tokenizer: Annotated[
-        str, _opt("For a text corpus: char, bpe or a tiktoken name.", "Data")
-    ] = "char",
+        str | None,
+        _opt("For a text corpus: char, bpe or a tiktoken name. \\[default: char]", "Data"),
+    ] = None,
     vocab_size: Annotated[int | None, _opt("For --tokenizer bpe: vocabulary size.", "Data")] = None,
     out: Annotated[
         Path | None, _opt("Run directory. \\[default: runs/CORPUS-MODEL-TIME]", "Output")
@@ -145,125 +163,171 @@ def train(
         "optimizer": optimizer, "muon-lr": muon_lr, "max-steps": max_steps,
         "eval-every": eval_every, "log-every": log_every,
         "device": device, "dtype": dtype, "compile": compile, "threads": threads, "seed": seed,
+        "tokenizer": tokenizer, "vocab-size": vocab_size,
     }  # fmt: skip
-    with user_errors():
+    with user_errors(), ExitStack() as held:
         if max_time is not None:
             flags["max-time"] = parse_duration(max_time)
         if eval_interval is not None:
             flags["eval-interval"] = parse_duration(eval_interval, "--eval-interval")
-        # Under torchrun, rank 0 alone tokenizes, creates the run directory and prints.
+        # Under torchrun, rank 0 alone prepares the run directory (and holds its lock) and prints.
         dist = distributed.setup(resolve_device(str(flags.get("device") or "auto")))
         quiet = quiet or not dist.is_main
-        setup: tuple[ModelConfig, TrainConfig, Path, Path] | str = "not set up"
+        setup: Prepared | str = "not set up"
         if dist.is_main:
             try:
-                if resume is not None:
-                    setup = _resume(resume, flags, config)
-                else:
-                    setup = _new_run(
-                        corpus, flags, config, tokenizer, vocab_size, out, quiet or json_out
-                    )
-            except LmcliError as exc:
-                dist.share(exc.message)
+                with stop_at_once():  # a stop while preparing: nothing is left half-made
+                    setup = _prepare(held, corpus, flags, config, resume, out, dist.world_size,
+                                     quiet or json_out)  # fmt: skip
+            except (LmcliError, KeyboardInterrupt) as exc:
+                dist.share(getattr(exc, "message", "interrupted"))
                 raise
-        setup = cast(tuple[ModelConfig, TrainConfig, Path, Path] | str, dist.share(setup))
+        setup = cast(Prepared | str, dist.share(setup))
         if isinstance(setup, str):
             raise typer.Exit(1)  # rank 0 reported the error
-        model_cfg, train_cfg, token_dir, run_dir = setup
         if not (quiet or json_out):
-            print_kv("config", as_record(model_cfg, train_cfg))
-        with ctrl_c() as stop, TrainProgress(quiet) as progress:
-            result = run_training(
-                model_cfg, train_cfg, token_dir, run_dir, resume is not None, progress, stop
-            )
-    if dist.is_main:
-        if json_out:
-            print_json(result.to_dict())
-        else:
-            print_table("lmcli train", _rows(result))
-    if result.interrupted:
+            print_kv("config", as_record(setup.model, setup.train))
+        with graceful_stop(note) as stop, TrainProgress(quiet) as progress:
+            result = run_training(setup.model, setup.train, setup.token_dir, setup.run_dir,
+                                  setup.resume, progress, stop)  # fmt: skip
         if dist.is_main:
-            note(
-                f"interrupted at step {result.steps}; continue with: lmcli train --resume {run_dir}"
-            )
-        raise typer.Exit(EXIT_INTERRUPTED)
+            if json_out:
+                print_json(result.to_dict())
+            else:
+                print_table("lmcli train", _rows(result))
+        if result.interrupted:
+            if dist.is_main:
+                note(f"stopped at step {result.steps}; continue with: "
+                     f"lmcli train --resume {setup.run_dir}")  # fmt: skip
+            raise typer.Exit(exit_code(stop.signum or signal.SIGINT))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: ModelConfig
+    train: TrainConfig
+    token_dir: Path
+    run_dir: Path
+    resume: bool
+
+
+def _prepare(
+    held: ExitStack,
+    corpus: str | None,
+    flags: dict[str, Any],
+    config: Path | None,
+    resume: Path | None,
+    out: Path | None,
+    processes: int,
+    quiet: bool,
+) -> Prepared:
+    """Check everything, then take the run directory (locked until `held` closes) and make or
+    reopen the run in it."""
+    if resume is not None:
+        _refuse_ignored(resume, corpus, flags, out)
+        held.enter_context(rundir.existing_run(resume))
+        return _resume(resume, flags, config, processes)
+    return _new_run(held, corpus or DEFAULT_CORPUS, flags, config, out, processes, quiet)
+
+
+def _refuse_ignored(
+    run_dir: Path, corpus: str | None, flags: dict[str, Any], out: Path | None
+) -> None:
+    """--resume continues a run on its own data, model and folder: refuse what it would ignore."""
+    given = [f"the corpus {corpus!r}"] if corpus is not None else []
+    given += [f"--{k}" for k in ("tokenizer", "vocab-size", "preset") if flags.get(k) is not None]
+    given += ["--out"] if out is not None else []
+    if given:
+        raise ConfigError(
+            f"--resume {run_dir} continues that run on its own data and settings: "
+            f"{', '.join(given)} would be ignored",
+            hint="leave them out to resume, or start a new run without --resume",
+        )
+
+
+def _check_world(train_cfg: TrainConfig, processes: int) -> None:
+    if train_cfg.grad_accum % processes != 0:
+        raise ConfigError(
+            f"--grad-accum {train_cfg.grad_accum} must be a multiple of the {processes} processes",
+            hint="the global batch is batch_size * grad_accum, split over the processes",
+        )
 
 
 def _new_run(
+    held: ExitStack,
     corpus: str,
     flags: dict[str, Any],
     config: Path | None,
-    tokenizer: str,
-    vocab_size: int | None,
     out: Path | None,
+    processes: int,
     quiet: bool,
-) -> tuple[ModelConfig, TrainConfig, Path, Path]:
-    resolve(flags, config)  # refuse a bad config before any tokenizing
+) -> Prepared:
+    _, train_cfg, merged = resolve(flags, config)  # refuse a bad config before any work
+    placement = resolve_placement(train_cfg.device, train_cfg.dtype)
+    _check_world(train_cfg, processes)
+    tokenizer, vocab_size = merged.get("tokenizer"), merged.get("vocab-size")
     source = Path(corpus)
     is_token_dir = (source / META_FILE).is_file()
     name = source.name if is_token_dir else (source.stem or corpus)
-    model_name = flags.get("model") or flags.get("preset") or "quick"
+    model_name = flags.get("model") or merged.get("preset") or "quick"
     run_dir = out if out is not None else rundir.default_run_dir(f"{name}-{model_name}")
-    if (run_dir / rundir.CONFIG_FILE).exists():
-        raise InputError(
-            f"{run_dir} already holds a run",
-            hint=f"continue it with --resume {run_dir}, or choose another --out",
-        )
+    if is_token_dir:  # everything can be checked before the run directory exists
+        meta = TokenMeta.load(source)
+        _check_same_tokenizer(source, meta, tokenizer, vocab_size)
+        model_cfg, _, _ = resolve(flags, config, vocab_size=meta.vocab_size)
+        check_data_fits(meta, model_cfg)
+        check_training_memory(model_cfg, train_cfg, placement, processes)
+    held.enter_context(rundir.new_run(run_dir))
     if is_token_dir:
         token_dir = source
     else:
         if not quiet:
-            note(f"tokenizing {corpus} ({tokenizer}) into {run_dir / 'data'}")
-        cfg = TokenizeConfig(
-            corpus=corpus,
-            tokenizer=tokenizer,
-            vocab_size=vocab_size,
-            out=run_dir / "data",
-            force=True,
-        )
+            note(f"tokenizing {corpus} ({tokenizer or 'char'}) into {run_dir / rundir.DATA_DIR}")
+        cfg = TokenizeConfig(corpus=corpus, tokenizer=tokenizer or "char", vocab_size=vocab_size,
+                             out=run_dir / rundir.DATA_DIR)  # fmt: skip
         token_dir = tokenize_corpus(cfg).out_dir
     meta = TokenMeta.load(token_dir)
-    model_cfg, train_cfg, _ = resolve(flags, config, vocab_size=meta.vocab_size)
+    model_cfg, train_cfg, merged = resolve(flags, config, vocab_size=meta.vocab_size)
     check_data_fits(meta, model_cfg)
-    record = {**as_record(model_cfg, train_cfg), "preset": flags.get("preset")}
+    record = {**as_record(model_cfg, train_cfg), "preset": merged.get("preset")}
     rundir.create(run_dir, token_dir, record)
-    return model_cfg, train_cfg, token_dir, run_dir
+    return Prepared(model_cfg, train_cfg, token_dir, run_dir, resume=False)
 
 
-def _resume(
-    run_dir: Path, flags: dict[str, Any], config: Path | None
-) -> tuple[ModelConfig, TrainConfig, Path, Path]:
+def _check_same_tokenizer(
+    token_dir: Path, meta: TokenMeta, tokenizer: str | None, vocab_size: int | None
+) -> None:
+    """A token directory is tokenized already: --tokenizer / --vocab-size may only repeat it."""
+    spec = tokenizer
+    if tokenizer == "bpe":
+        spec = f"bpe{vocab_size or DEFAULT_BPE_VOCAB_SIZE}"
+    if (spec is not None and spec != meta.tokenizer) or (
+        vocab_size is not None and vocab_size != meta.vocab_size
+    ):
+        raise ConfigError(
+            f"{token_dir} is tokenized already ({meta.tokenizer}, vocabulary "
+            f"{meta.vocab_size:,}): --tokenizer and --vocab-size apply to a text corpus",
+            hint="pass the text file to tokenize it another way, or leave those flags out",
+        )
+
+
+def _resume(run_dir: Path, flags: dict[str, Any], config: Path | None, processes: int) -> Prepared:
     saved = rundir.load_config(run_dir)
-    record = saved["config"]
-    given = {k: v for k, v in flags.items() if v is not None and k != "preset"}
+    record = saved.record
+    given = {k: v for k, v in flags.items() if v is not None}
     if config is not None:
         given = {**load_config_file(config), **given}
     new = {**record, **given}
     rundir.check_resumable(record, new)
-    model_cfg, train_cfg = build_configs(new, vocab_size=int(record["vocab-size"]))
-    return model_cfg, train_cfg, Path(saved["data"]), run_dir
-
-
-@contextmanager
-def ctrl_c() -> Iterator[Any]:
-    """First Ctrl-C: finish the step, save, exit 130. A second one: stop at once."""
-    requested = [False]
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if requested[0]:
-            raise KeyboardInterrupt
-        requested[0] = True
-        note("stopping after this step and saving (Ctrl-C again to stop at once)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (e.g. inside a test runner thread)
-        yield lambda: False
-        return
-    try:
-        yield lambda: requested[0]
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    vocab = record.get("vocab-size")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
+        raise InputError(f"{run_dir / rundir.CONFIG_FILE} is damaged: no vocabulary size")
+    model_cfg, train_cfg = build_configs(new, vocab_size=vocab)
+    resolve_placement(train_cfg.device, train_cfg.dtype)
+    _check_world(train_cfg, processes)
+    meta = rundir.check_data(run_dir, saved)
+    check_data_fits(meta, model_cfg)
+    return Prepared(model_cfg, train_cfg, saved.data, run_dir, resume=True)
 
 
 def _rows(r: TrainResult) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from lmcli.compare.run import Comparison, ModelResult
-from lmcli.training.rundir import write_json
+from lmcli.files import write_json
 
 SPARKS = "▁▂▃▄▅▆▇█"
 PICTURE = "curves.png"

@@ -15,10 +15,11 @@ its last checkpoint; the measurements after training are taken afresh (seconds).
 
 from __future__ import annotations
 
-import json
 import math
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmcli import rundir
 from lmcli.config import CompareConfig, ModelConfig, SampleConfig, TokenizeConfig, TrainConfig
+from lmcli.corpus.named import resolve_corpus
 from lmcli.corpus.prepare import tokenize_corpus
+from lmcli.corpus.text import scan_text_file
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta, open_tokens
 from lmcli.devices import PeakMemory, describe_machine, resolve_placement
 from lmcli.errors import InputError
+from lmcli.files import make_dir, read_json_file, write_json
 from lmcli.models import build_model
 from lmcli.presets import as_record, build_configs, resolve
-from lmcli.training import rundir
 from lmcli.training.evaluate import loss_by_position
 from lmcli.training.loop import Event, TrainResult, check_data_fits, train
 from lmcli.training.memory import first_batch_memory
@@ -99,33 +103,64 @@ def compare(
 ) -> Comparison:
     cfg.validate()
     flags = train_flags(cfg)
-    resolve(flags, None)  # a bad preset or setting fails here, before any tokenizing
+    _, first_train, _ = resolve(flags, None)  # a bad preset or setting fails here, before any work
+    device = resolve_placement(cfg.device, first_train.dtype).device
     settings = settings_record(cfg)
-    _check_settings(cfg.out, settings)
-    token_dir = _tokens(cfg, on_event)
-    meta = TokenMeta.load(token_dir)
-    configs = model_configs(cfg, flags, meta.vocab_size)
-    for model_cfg, _ in configs.values():
-        check_data_fits(meta, model_cfg)
-    _check_prompt(token_dir, cfg.prompt)
-    rundir.write_json(cfg.out / SETTINGS_FILE, settings)
-
-    device = resolve_placement(cfg.device, "auto").device
-    context = next(iter(configs.values()))[0].context  # the preset's, shared by every model
-    comparison = Comparison(cfg.out, settings, describe_machine(device), context)
-    for name, (model_cfg, train_cfg) in configs.items():
-        run_dir = cfg.out / name
-        outcome = _train_or_reuse(name, model_cfg, train_cfg, token_dir, run_dir, on_event,
-                                  should_stop, device)  # fmt: skip
-        if outcome is None:
-            comparison.interrupted = True
-            return comparison
-        result, memory, reused = outcome
-        on_event(Stage(name, "measuring loss by position, generation speed and a sample"))
-        comparison.models.append(
-            _measure(name, cfg, run_dir, token_dir, meta, result, memory, reused)
-        )
+    with comparison_folder(cfg.out, settings):
+        token_dir = _tokens(cfg, on_event)
+        meta = TokenMeta.load(token_dir)
+        configs = model_configs(cfg, flags, meta.vocab_size)
+        for model_cfg, _ in configs.values():
+            check_data_fits(meta, model_cfg)
+        _check_prompt(token_dir, cfg.prompt)
+        write_json(cfg.out / SETTINGS_FILE, settings)
+        context = next(iter(configs.values()))[0].context  # the preset's, shared by every model
+        comparison = Comparison(cfg.out, settings, describe_machine(device), context)
+        for name, (model_cfg, train_cfg) in configs.items():
+            run_dir = cfg.out / name
+            outcome = _train_or_reuse(name, model_cfg, train_cfg, token_dir, run_dir, on_event,
+                                      should_stop, device)  # fmt: skip
+            if outcome is None:
+                comparison.interrupted = True
+                return comparison
+            result, memory, reused = outcome
+            on_event(Stage(name, "measuring loss by position, generation speed and a sample"))
+            comparison.models.append(
+                _measure(name, cfg, run_dir, token_dir, meta, result, memory, reused)
+            )
     return comparison
+
+
+@contextmanager
+def comparison_folder(out: Path, settings: dict[str, Any]) -> Iterator[Path]:
+    """The comparison's folder, locked: new or empty (and removed again if the comparison fails
+    before it began), or one holding this same comparison. Never a folder of anything else."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory", hint="choose another --out")
+    began = (out / SETTINGS_FILE).exists()
+    if began:
+        _check_settings(out, settings)
+    elif out.is_dir():
+        if (out / rundir.CONFIG_FILE).exists():
+            raise InputError(
+                f"--out {out} holds a training run, not a comparison",
+                hint="give compare-rnn a folder of its own (a new or empty --out)",
+            )
+        rundir.check_new_run_dir(out)
+    created = make_dir(out, "the comparison folder")
+    try:
+        with rundir.RunLock(out):
+            if began:
+                _check_settings(out, settings)  # again, now that no other writer is busy here
+            yield out
+    except BaseException:
+        if not (out / SETTINGS_FILE).exists():  # it never began: leave nothing of it behind
+            shutil.rmtree(out / "data", ignore_errors=True)
+            (out / rundir.LOCK_FILE).unlink(missing_ok=True)
+            if created:
+                with suppress(OSError):
+                    out.rmdir()  # only if nothing else is in it
+        raise
 
 
 def train_flags(cfg: CompareConfig) -> dict[str, Any]:
@@ -195,10 +230,7 @@ def matched_width(flags: dict[str, Any], vocab_size: int, target: int) -> int:
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    path = out / SETTINGS_FILE
-    if not path.is_file():
-        return
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json_file(out / SETTINGS_FILE)
     differing = [f"{k} {saved.get(k)!r} → {v!r}" for k, v in settings.items() if saved.get(k) != v]
     if differing:
         raise InputError(
@@ -212,17 +244,25 @@ def _tokens(cfg: CompareConfig, on_event: Callable[[Event | Stage], None]) -> Pa
     if (source / META_FILE).is_file():
         return source
     out = cfg.out / "data"
-    if (out / META_FILE).is_file():
-        return out  # tokenized by an earlier run of the same comparison
+    if (out / META_FILE).is_file():  # tokenized by an earlier run of the same comparison
+        corpus = resolve_corpus(cfg.corpus)
+        _, digest = scan_text_file(corpus.path)
+        if TokenMeta.load(out).corpus.get("sha256") != digest:
+            raise InputError(
+                f"{cfg.corpus} changed since the comparison in {cfg.out} began (its sha256 is "
+                f"not the one in {out / META_FILE})",
+                hint="use another --out for the new text, or delete that folder to start over",
+            )
+        return out
     on_event(Stage("data", f"tokenizing {cfg.corpus} (char) into {out}"))
-    return tokenize_corpus(TokenizeConfig(corpus=cfg.corpus, out=out, force=True)).out_dir
+    return tokenize_corpus(TokenizeConfig(corpus=cfg.corpus, out=out)).out_dir
 
 
 def _check_prompt(token_dir: Path, prompt: str) -> None:
     from lmcli.sampling.load import encode_prompt
     from lmcli.tokenizers import load_tokenizer
 
-    encode_prompt(load_tokenizer(token_dir), prompt, drop_unknown=False)
+    encode_prompt(load_tokenizer(token_dir), prompt, hint="change --prompt")
 
 
 def _train_or_reuse(
@@ -238,28 +278,33 @@ def _train_or_reuse(
     """(train result, memory, reused), or None when stopped (the run can be resumed)."""
     record = as_record(model_cfg, train_cfg)
     done = run_dir / RESULT_FILE
-    if done.is_file() and rundir.load_config(run_dir)["config"] == record:
-        saved = json.loads(done.read_text(encoding="utf-8"))
+    began = (run_dir / rundir.CONFIG_FILE).is_file()
+    if done.is_file() and began and rundir.load_config(run_dir).record == record:
+        saved = read_json_file(done)
+        if not isinstance(saved.get("train"), dict) or not isinstance(saved.get("memory"), dict):
+            raise InputError(f"{done} is damaged", hint=f"delete it to train {name} again")
         on_event(Stage(name, f"reusing the finished run in {run_dir}"))
         return saved["train"], saved["memory"], True
-    resume = (run_dir / rundir.LAST).is_file()
-    if resume:
-        rundir.check_resumable(rundir.load_config(run_dir)["config"], record)
-        on_event(Stage(name, f"resuming the run in {run_dir}"))
-    else:
-        for stale in (rundir.CONFIG_FILE, rundir.METRICS):  # a run stopped before a checkpoint
-            (run_dir / stale).unlink(missing_ok=True)
-        rundir.create(run_dir, token_dir, record)
-        on_event(Stage(name, f"training in {run_dir}"))
-    with PeakMemory(device) as peak:
-        result: TrainResult = train(model_cfg, train_cfg, token_dir, run_dir, resume, on_event,
-                                    should_stop)  # fmt: skip
-    if result.interrupted:
-        return None
-    # A resumed run's peak covers its second part only, which reaches the same peak.
-    memory: dict[str, Any] = {"cuda_peak": peak.bytes}
-    outcome = {"train": result.to_dict(), "memory": memory}
-    rundir.write_json(done, outcome)
+    with ExitStack() as held:
+        if began:  # interrupted (or killed) earlier: continue it
+            held.enter_context(rundir.existing_run(run_dir))
+            saved_config = rundir.load_config(run_dir)
+            rundir.check_resumable(saved_config.record, record)
+            rundir.check_data(run_dir, saved_config)
+            on_event(Stage(name, f"resuming the run in {run_dir}"))
+        else:
+            held.enter_context(rundir.new_run(run_dir))
+            rundir.create(run_dir, token_dir, record)
+            on_event(Stage(name, f"training in {run_dir}"))
+        with PeakMemory(device) as peak:
+            result: TrainResult = train(model_cfg, train_cfg, token_dir, run_dir, began, on_event,
+                                        should_stop)  # fmt: skip
+        if result.interrupted:
+            return None
+        # A resumed run's peak covers its second part only, which reaches the same peak.
+        memory: dict[str, Any] = {"cuda_peak": peak.bytes}
+        outcome = {"train": result.to_dict(), "memory": memory}
+        write_json(done, outcome)
     return outcome["train"], memory, False
 
 
@@ -276,7 +321,7 @@ def _measure(
     from lmcli.sampling.generate import generate
     from lmcli.sampling.load import encode_prompt, load, load_model
 
-    record = rundir.load_config(run_dir)["config"]
+    record = rundir.load_config(run_dir).record
     model_cfg, train_cfg = build_configs(record, meta.vocab_size)
     placement = resolve_placement(train_cfg.device, train_cfg.dtype)
     loaded = load_model(run_dir, placement.device)
@@ -309,13 +354,9 @@ def _measure(
 
 
 def _curve(run_dir: Path) -> list[dict[str, float]]:
-    points = []
-    for line in (run_dir / rundir.METRICS).read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("kind") == "eval":
-            points.append({k: float(row[k]) for k in ("step", "train_seconds", "tokens",
-                                                      "val_loss", "val_bpb")})  # fmt: skip
-    return points
+    keys = ("step", "train_seconds", "tokens", "val_loss", "val_bpb")
+    return [
+        {k: float(row[k]) for k in keys}
+        for row in rundir.read_metrics(run_dir)
+        if row.get("kind") == "eval" and all(isinstance(row.get(k), int | float) for k in keys)
+    ]

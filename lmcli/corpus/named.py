@@ -127,7 +127,7 @@ def _download(
 ) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    hint = f"offline? pass a local file instead: lmcli tokenize path/to/{recipe.filename}"
+    hint = f"offline? pass a local copy of {recipe.filename} as the corpus instead"
     try:
         with urllib.request.urlopen(recipe.url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or recipe.bytes)
@@ -168,7 +168,7 @@ def resolve_corpus(
 ) -> ResolvedCorpus:
     """A path to an existing file wins; otherwise a catalog name is fetched."""
     path = Path(spec).expanduser()
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a broken link or a loop is refused by name later
         return ResolvedCorpus(path=path, name=path.stem or "corpus", source=str(path))
     catalog = load_catalog()
     if spec in catalog:

@@ -7,6 +7,7 @@ failure or Ctrl-C leaves nothing half-written.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -22,10 +23,18 @@ import numpy as np
 
 from lmcli import __version__
 from lmcli.config import TokenizeConfig
-from lmcli.corpus.named import resolve_corpus, sha256_file
-from lmcli.corpus.text import TextStats, check_text_file, find_split, iter_text
-from lmcli.corpus.tokenfiles import SPLITS, SplitMeta, TokenMeta, token_dtype
+from lmcli.corpus.named import resolve_corpus
+from lmcli.corpus.text import TextStats, find_split, iter_text, scan_text_file
+from lmcli.corpus.tokenfiles import (
+    SPLITS,
+    TOKEN_FILES,
+    SplitMeta,
+    TokenMeta,
+    is_token_dir,
+    token_dtype,
+)
 from lmcli.errors import InputError
+from lmcli.files import make_dir, sweep_stale
 from lmcli.tokenizers import CharTokenizer, Tokenizer, pretrained, save_tokenizer, train_bpe
 from lmcli.tokenizers.bpe import known_pretrained
 
@@ -76,13 +85,11 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     corpus = resolve_corpus(
         cfg.corpus, cfg.data_dir, lambda done, total: on_progress("download", done, total)
     )
-    size = check_text_file(corpus.path)
     out = cfg.out if cfg.out is not None else default_out_dir(corpus.name, cfg.tokenizer_spec)
-    if out.exists() and not (cfg.force and out.is_dir()):
-        raise InputError(
-            f"output directory exists: {out}",
-            hint="pass --force to replace it, or choose another --out",
-        )
+    check_output_dir(out, cfg.force, corpus.path)
+    size, digest = scan_text_file(
+        corpus.path, lambda done, total: on_progress("check", done, total)
+    )
     split = find_split(corpus.path, size, cfg.val_fraction)
     if not 0 < split < size:
         raise InputError(
@@ -90,7 +97,6 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
             f"{cfg.val_fraction} for validation",
             hint="use a larger corpus or a larger --val-fraction",
         )
-    digest = sha256_file(corpus.path, lambda done: on_progress("sha256", done, size))
     ranges = {"train": (0, split), "val": (split, size)}
 
     def pieces(name: str, label: str, stats: TextStats | None = None) -> Iterator[str]:
@@ -109,34 +115,22 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     tokenizer = _build_tokenizer(cfg, pieces, train_bytes=split)
     tokenizer_seconds = time.perf_counter() - t0
 
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
+    parent, name = _parent_and_name(out)
+    make_dir(parent, "the output's folder")
+    sweep_stale(parent, prefix=name)  # what a killed tokenize left there
+    tmp = parent / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    make_dir(tmp, "a temporary folder")
     workers = cfg.threads or min(os.cpu_count() or 1, 4)
     try:
         t0 = time.perf_counter()
-        dtype = token_dtype(tokenizer.vocab_size)
-        splits: dict[str, SplitMeta] = {}
-        totals = TextStats()
-        for name in SPLITS:
-            stats = TextStats()
-            n_tokens = 0
-            with (tmp / f"{name}.bin").open("wb") as f:
-                for ids in _encode(tokenizer, pieces(name, f"encode {name}", stats), workers):
-                    ids.astype(dtype, copy=False).tofile(f)
-                    n_tokens += len(ids)
-            if n_tokens == 0:
-                raise InputError(f"the {name} split of {corpus.path} holds no text")
-            splits[name] = SplitMeta(f"{name}.bin", n_tokens, bytes=stats.bytes, chars=stats.chars)
-            totals.add(stats)
+        splits, totals = _write_splits(tokenizer, pieces, workers, tmp, corpus.path)
         encode_seconds = time.perf_counter() - t0
         meta = TokenMeta(
             lmcli_version=__version__,
             tokenizer=cfg.tokenizer_spec,
             tokenizer_file=save_tokenizer(tokenizer, tmp)[0],
             vocab_size=tokenizer.vocab_size,
-            dtype=dtype.str,
+            dtype=token_dtype(tokenizer.vocab_size).str,
             splits=splits,
             corpus={"source": corpus.source, "sha256": digest, "bytes": size},
             text={
@@ -159,7 +153,7 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         sha256=digest,
         tokenizer=meta.tokenizer,
         vocab_size=tokenizer.vocab_size,
-        dtype=str(dtype.name),
+        dtype=np.dtype(meta.dtype).name,
         chars=totals.chars,
         bytes=totals.bytes,
         tokens=tokens,
@@ -173,6 +167,68 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         encode_mb_per_s=size / 1e6 / max(encode_seconds, 1e-9),
         seconds=time.perf_counter() - started,
     )
+
+
+def _parent_and_name(out: Path) -> tuple[Path, str]:
+    """The folder holding `out` and its name, also for `.` and paths ending in `..`."""
+    resolved = out.absolute().resolve()
+    return resolved.parent, resolved.name
+
+
+def check_output_dir(out: Path, force: bool, corpus: Path) -> None:
+    """`out` may be new, or (with --force) a token directory lmcli made that does not hold the
+    corpus: --force never deletes anything else."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory", hint="choose another --out")
+    if not force:
+        raise InputError(
+            f"output directory exists: {out}",
+            hint="pass --force to replace it, or choose another --out",
+        )
+    if corpus.absolute().resolve().is_relative_to(out.absolute().resolve()):
+        raise InputError(
+            f"--force would delete {out}, which holds the corpus {corpus}",
+            hint="write the tokens to another folder (--out)",
+        )
+    if not is_token_dir(out):
+        others = sorted(p.name for p in out.iterdir() if p.name not in TOKEN_FILES)
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InputError(
+            f"--force replaces only a token directory made by lmcli tokenize; {out} is not one"
+            + (f" (it holds {listed})" if others else ""),
+            hint="choose another --out, or empty that folder yourself",
+        )
+
+
+def _write_splits(
+    tokenizer: Tokenizer,
+    pieces: Callable[[str, str, TextStats | None], Iterator[str]],
+    workers: int,
+    tmp: Path,
+    source: Path,
+) -> tuple[dict[str, SplitMeta], TextStats]:
+    """Encode both splits into tmp/{train,val}.bin; their descriptions and the text's stats."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    splits: dict[str, SplitMeta] = {}
+    totals = TextStats()
+    for name in SPLITS:
+        stats = TextStats()
+        n_tokens = 0
+        digest = hashlib.sha256()
+        with (tmp / f"{name}.bin").open("wb") as f:
+            for ids in _encode(tokenizer, pieces(name, f"encode {name}", stats), workers):
+                data = ids.astype(dtype, copy=False).tobytes()
+                f.write(data)
+                digest.update(data)
+                n_tokens += len(ids)
+        if n_tokens == 0:
+            raise InputError(f"the {name} split of {source} holds no text")
+        splits[name] = SplitMeta(f"{name}.bin", n_tokens, bytes=stats.bytes, chars=stats.chars,
+                                 sha256=digest.hexdigest())  # fmt: skip
+        totals.add(stats)
+    return splits, totals
 
 
 def _build_tokenizer(

@@ -15,6 +15,9 @@ tokens of encoding the whole text at once (tested), while memory stays at a few 
 from __future__ import annotations
 
 import codecs
+import errno
+import hashlib
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +32,8 @@ _INVALID = re.compile("[\udc80-\udcff]")
 # A piece that finds no cut point grows to this many chunks before it is cut anyway (a file with
 # no line breaks); only then can a piece boundary change the tokens next to it.
 _MAX_CARRY_CHUNKS = 4
-_SNIFF_BYTES = 1 << 16
+_SCAN_BLOCK = 1 << 20
+_WINDOW = 1 << 16  # the span over which "mostly invalid UTF-8" is judged
 
 
 @dataclass
@@ -52,24 +56,105 @@ class TextStats:
         self.invalid_bytes += other.invalid_bytes
 
 
+def describe_path(path: Path) -> str | None:
+    """Why `path` is not a readable regular file, or None if it is one."""
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"{path} is a symlink loop"
+            return f"{path} is a broken symlink (to {os.readlink(path)})"
+    if not path.exists():
+        return f"no such file: {path}"
+    if path.is_dir():
+        return f"{path} is a directory, not a text file"
+    if not path.is_file():
+        kind = (
+            "a FIFO"
+            if path.is_fifo()
+            else "a device"
+            if path.is_char_device() or path.is_block_device()
+            else "a socket"
+            if path.is_socket()
+            else "not a file"
+        )
+        return f"{path} is not a regular file ({kind})"
+    return None
+
+
 def check_text_file(path: Path) -> int:
     """Refuse what is not a readable, non-empty text file; return its size in bytes."""
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not a text file")
+    return scan_text_file(path)[0]
+
+
+def scan_text_file(
+    path: Path, on_bytes: Callable[[int, int], None] | None = None
+) -> tuple[int, str]:
+    """Read the whole file once: refuse it if it is not text, return (size, sha256).
+
+    Not text: empty, UTF-16 (its byte-order mark), a NUL byte anywhere, or any 64 KB of it more
+    than 30 % invalid UTF-8 (a Latin-1 file is a few percent: it is read, each bad byte
+    replaced; a binary file is mostly invalid)."""
+    problem = describe_path(path)
+    if problem is not None:
+        raise InputError(problem)
     size = path.stat().st_size
     if size == 0:
         raise InputError(f"{path} is empty")
+    digest = hashlib.sha256()
+    offset = 0
+    carry = b""
     with path.open("rb") as f:
-        head = f.read(_SNIFF_BYTES)
-    if b"\x00" in head:
-        raise InputError(f"{path} looks like a binary file (it contains NUL bytes), not text")
-    # A character cut at the end of the sniffed head adds at most 3 to the count: negligible.
-    invalid = len(_INVALID.findall(head.decode("utf-8", errors="surrogateescape")))
-    if len(head) >= 64 and invalid > 0.3 * len(head):
-        raise InputError(f"{path} looks like a binary file ({invalid} invalid UTF-8 bytes)")
-    return size
+        head = f.read(4)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(
+                f"{path} looks like UTF-16 text (it starts with a UTF-16 byte-order mark)",
+                hint=f"convert it to UTF-8 first, e.g. iconv -f UTF-16 -t UTF-8 {path}",
+            )
+        f.seek(0)
+        while block := f.read(_SCAN_BLOCK):
+            digest.update(block)
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                raise InputError(
+                    f"{path} looks like a binary file (a NUL byte at offset {offset + nul:,}), "
+                    "not text",
+                    hint="if it is UTF-16 or UTF-32 text, convert it to UTF-8 first (iconv)",
+                )
+            text, carry = _complete_utf8(carry + block)
+            _check_mostly_valid(path, text, offset - len(carry))
+            offset += len(block)
+            if on_bytes is not None:
+                on_bytes(offset, size)
+    _check_mostly_valid(path, carry, offset - len(carry))
+    return size, digest.hexdigest()
+
+
+def _complete_utf8(data: bytes) -> tuple[bytes, bytes]:
+    """data split into whole UTF-8 characters and an unfinished one at its end (≤ 3 bytes)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the start of the last character (or an ASCII byte)
+            need = 1 if byte < 0x80 else 2 if byte >> 5 == 6 else 3 if byte >> 4 == 14 else 4
+            return (data, b"") if need <= back else (data[:-back], data[-back:])
+    return data, b""
+
+
+def _check_mostly_valid(path: Path, data: bytes, offset: int) -> None:
+    try:
+        data.decode("utf-8")
+        return  # the usual case, at the speed of the C decoder
+    except UnicodeDecodeError:
+        pass
+    for start in range(0, len(data), _WINDOW):
+        window = data[start : start + _WINDOW]
+        invalid = len(_INVALID.findall(window.decode("utf-8", errors="surrogateescape")))
+        if len(window) >= 64 and invalid > 0.3 * len(window):
+            raise InputError(
+                f"{path} looks like a binary file ({invalid:,} invalid UTF-8 bytes in the "
+                f"{len(window):,} bytes at offset {offset + start:,})"
+            )
 
 
 def find_split(path: Path, size: int, val_fraction: float) -> int:

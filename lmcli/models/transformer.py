@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lmcli.config import ModelConfig, NormKind
 from lmcli.errors import ConfigError
+from lmcli.weights import mlp_hidden
 
 # "sdpa" runs torch's fused scaled_dot_product_attention; "naive" spells the same computation out
 # (q @ k^T, mask, softmax, @ v) so that tests can check one against the other.
@@ -68,6 +69,28 @@ def sinusoidal_table(context: int, width: int) -> Tensor:
     table[:, 0::2] = angles.sin()
     table[:, 1::2] = angles.cos()[:, : width // 2]  # an odd C has one sin channel more
     return table
+
+
+def attention_mask(
+    pos: int, T: int, window: int | None, device: torch.device
+) -> tuple[Tensor | None, bool]:
+    """(mask, is_causal) for queries at positions pos .. pos+T-1 over keys 0 .. pos+T-1.
+
+    mask (T, S) is True where query i may see key j: j <= i, and i - j < W in a local layer.
+    is_causal says the mask is the plain causal square (from position 0, no window), which
+    SDPA builds itself; mask None means every key is visible (one query after a prefix).
+    """
+    end = pos + T
+    if window is None and pos == 0:
+        return None, True
+    if window is None and T == 1:
+        return None, False
+    q = torch.arange(pos, end, device=device)[:, None]  # (T, 1)
+    k = torch.arange(end, device=device)[None, :]  # (1, S)
+    mask = k <= q  # (T, S)
+    if window is not None:
+        mask &= q - k < window
+    return mask, False
 
 
 class KVCache:
@@ -126,8 +149,8 @@ class CausalSelfAttention(nn.Module):
         is_causal: bool,
         cache: KVCache | None,
     ) -> Tensor:
-        """`mask` (T, S) is True where a query may see a key, None when it sees all of them;
-        `is_causal` says it is the plain causal square, which fused kernels build themselves."""
+        """`mask` (T, S) is True where a query may see a key, None when it sees all of them or
+        when `is_causal` says it is the plain causal square, which SDPA builds itself."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(self.split, dim=-1)  # (B, T, H*D), (B, T, K*D), (B, T, K*D)
         q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -144,12 +167,14 @@ class CausalSelfAttention(nn.Module):
                 q,
                 k,
                 v,
-                attn_mask=None if is_causal else mask,
+                attn_mask=mask,
                 dropout_p=dropout,
                 is_causal=is_causal,
                 enable_gqa=self.kv_heads != self.heads,
             )  # (B, H, T, D)
         else:
+            if is_causal:  # the square SDPA would have built
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
             y = self._naive(q, k, v, mask, dropout)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_drop(self.proj(y))  # (B, T, C)
@@ -181,7 +206,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.kind = cfg.mlp
-        hidden = 8 * math.ceil(cfg.width / 3) if cfg.mlp == "swiglu" else 4 * cfg.width
+        hidden = mlp_hidden(cfg)
         fc_out = 2 * hidden if cfg.mlp == "swiglu" else hidden
         self.fc = nn.Linear(cfg.width, fc_out, bias=cfg.bias)
         self.proj = nn.Linear(hidden, cfg.width, bias=cfg.bias)
@@ -231,8 +256,6 @@ class Transformer(nn.Module):
     """Token ids in, next-token logits out: embeddings, L blocks, a final norm, the LM head."""
 
     # Non-persistent buffers (not in the state dict: they are rebuilt from the config).
-    causal_mask: Tensor  # (context, context), True on and below the diagonal
-    window_mask: Tensor  # (context, context), True where key j is in (i - W, i]
     sinusoid: Tensor  # (context, C)
     rope_cos: Tensor  # (context, D/2)
     rope_sin: Tensor  # (context, D/2)
@@ -258,12 +281,6 @@ class Transformer(nn.Module):
         self.head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         if cfg.tie:
             self.head.weight = self.wte.weight
-        # Masks are built once here; a forward only slices them.
-        causal = torch.ones(cfg.context, cfg.context, dtype=torch.bool).tril()
-        self.register_buffer("causal_mask", causal, persistent=False)
-        if cfg.window is not None:
-            band = causal & ~torch.ones_like(causal).tril(-cfg.window)
-            self.register_buffer("window_mask", band, persistent=False)
         init_weights(self)
 
     @property
@@ -313,23 +330,17 @@ class Transformer(nn.Module):
             x = x + self.sinusoid[pos:end]  # (B, T, C)
         x = self.drop(x)
         rope = (self.rope_cos[pos:end], self.rope_sin[pos:end]) if self.cfg.pos == "rope" else None
-        # Global layers: from position 0 the mask is the causal square, which SDPA's fused causal
-        # kernels build themselves. One new token after a prefix sees every key: no mask at all.
-        glob: tuple[Tensor | None, bool]
-        if pos == 0:
-            glob = (self.causal_mask[:T, :T], True)
-        elif T == 1:
-            glob = (None, False)
-        else:
-            glob = (self.causal_mask[pos:end, :end], False)
+        # Masks are made for the T x S positions at hand, never for the whole context (a
+        # context of 100,000 would need a 10 GB square). From position 0 a global layer's mask
+        # is the causal square, which SDPA's fused kernels build themselves (is_causal); one new
+        # token after a prefix sees every key and needs none.
+        masks: dict[int | None, tuple[Tensor | None, bool]] = {}
         for block, window in zip(self.blocks, self.windows, strict=True):
             # A window covering all S keys is no restriction: take the faster global path.
-            mask, is_causal = (
-                glob
-                if window is None or window >= end
-                else (self.window_mask[pos:end, :end], False)
-            )
-            x = block(x, rope, mask, is_causal, cache)  # (B, T, C)
+            key = None if window is None or window >= end else window
+            if key not in masks:
+                masks[key] = attention_mask(pos, T, key, idx.device)
+            x = block(x, rope, *masks[key], cache)  # (B, T, C)
         if cache is not None:
             cache.pos = end
         if self.norm is not None:

@@ -18,7 +18,7 @@ Array = np.ndarray[Any, np.dtype[Any]]
 
 
 def check_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if temperature < 0:
+    if not temperature >= 0:  # NaN fails this too
         raise ConfigError(f"--temperature must be at least 0 (got {temperature})")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be at least 1 (got {top_k})")
@@ -70,7 +70,11 @@ def choose(
     argmax of logits plus Gumbel noise, from `noise` (B, V) or else drawn from `rng`)."""
     if temperature == 0:
         return logits.argmax(axis=-1)  # (B,)
-    scaled = logits.astype(np.float64) / temperature
+    # Shifted so that each row's largest logit is 0: a temperature so small that logits / T would
+    # overflow then sends every other logit to -inf (the greedy limit), never to inf - inf = NaN.
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        scaled = shifted / temperature
     if top_k is not None:
         scaled = top_k_filter(scaled, top_k)
     if top_p is not None:

@@ -30,9 +30,11 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from lmcli.config import SampleConfig
+from lmcli.config import ModelConfig, SampleConfig
 from lmcli.errors import ConfigError
+from lmcli.machine import check_memory
 from lmcli.sampling.choose import Array, choose, gumbel_noise
+from lmcli.weights import mlp_hidden
 
 # Noise is drawn for this many steps at a time, fewer when a step's noise (batch x vocab) is
 # large; the chunk size depends on batch and vocabulary only, so a seed's draws never change
@@ -50,6 +52,9 @@ class Engine(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
+    @property
+    def config(self) -> ModelConfig: ...
+
     def start(self, tokens: Array) -> Array:
         """Logits (B, V) after tokens (B, T) from an empty cache or zero state, which it keeps."""
         ...
@@ -61,6 +66,33 @@ class Engine(Protocol):
     def recompute(self, tokens: Array) -> Array:
         """Logits (B, V) after tokens (B, T) by a full forward that keeps nothing."""
         ...
+
+
+def decode_memory(cfg: ModelConfig, batch: int, positions: int) -> int:
+    """Bytes decoding holds besides the weights, for `batch` samples and a forward over
+    `positions` tokens at once (a prompt or a refill): position tables, the KV cache or the
+    recurrent state, and that forward's activations and attention scores (float32)."""
+    if cfg.model != "transformer":
+        return 4 * batch * (cfg.layers * 2 * cfg.width + positions * 4 * cfg.width)
+    D = cfg.width // cfg.heads
+    qk = cfg.width + cfg.n_kv_heads * D
+    tables = 4 * cfg.context * 2 * qk if cfg.pos == "rope" else 4 * cfg.context * cfg.width
+    cache = 4 * 2 * cfg.layers * batch * cfg.n_kv_heads * D * cfg.context
+    scores = 4 * batch * cfg.heads * positions * positions
+    activations = 4 * batch * positions * (8 * cfg.width + 3 * mlp_hidden(cfg) + cfg.vocab_size)
+    return tables + cache + scores + activations
+
+
+def check_decode_memory(cfg: ModelConfig, batch: int, prompt: int, new_tokens: int) -> None:
+    """Refuse a generation the machine cannot hold, before anything is allocated: the engine's
+    arrays, and the tokens kept (the sequence and the output, int64 each)."""
+    positions = prompt if cfg.model != "transformer" else min(prompt, cfg.context)
+    need = decode_memory(cfg, batch, positions) + 3 * 8 * batch * (prompt + new_tokens)
+    check_memory(
+        need,
+        f"generating {new_tokens:,} tokens for each of {batch:,} samples",
+        hint="use fewer --num-samples or --max-new-tokens (or stream one long sample)",
+    )
 
 
 def resolve_window(engine: Engine, requested: int | None) -> int | None:
@@ -93,6 +125,7 @@ def generate(
             hint="give some text with --prompt (the default is a newline)",
         )
     window = resolve_window(engine, cfg.context_window)
+    check_decode_memory(engine.config, cfg.num_samples, len(prompt), cfg.max_new_tokens)
     decoder = _Decoder(engine, prompt, cfg, window, use_cache)
     return _steps(decoder, cfg.max_new_tokens)
 

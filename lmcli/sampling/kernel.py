@@ -88,19 +88,44 @@ def _cpu() -> str:
     return "\n".join(sorted(set(keep))) or platform.machine()
 
 
+def _find_compiler() -> tuple[str | None, str]:
+    """$CC, else the first of cc, gcc and clang on the PATH; or None and why."""
+    chosen = os.environ.get("CC")
+    if chosen:
+        if shutil.which(chosen) is None:
+            return None, f"$CC={chosen} is not a program on this machine"
+        return chosen, ""
+    found = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    return found, "" if found else "no C compiler found (cc, gcc or clang; or set $CC)"
+
+
+def _intact(target: Path) -> bool:
+    """The compiled file is the one written beside its sha256: loading a damaged shared library
+    can crash the process (a truncated one with SIGBUS), so a mismatch means: build it again."""
+    digest = target.with_name(target.name + ".sha256")
+    try:
+        return digest.read_text(encoding="ascii").strip() == _sha256(target)
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def load_kernel() -> Kernel:
     """Compile (once per machine) and load decode.c; Kernel(None, why) when it cannot be."""
-    compiler = os.environ.get("CC") or next(
-        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
-    )
-    if compiler is None or shutil.which(compiler) is None:
-        return Kernel(None, "no C compiler found (set $CC)")
+    compiler, why = _find_compiler()
+    if compiler is None:
+        return Kernel(None, why)
     source = resources.files("lmcli.sampling").joinpath(SOURCE).read_bytes()
     reason = ""
     for flags in (FLAGS, PORTABLE_FLAGS):
         key = b"\0".join([source, compiler.encode(), " ".join(flags).encode(), _cpu().encode()])
         target = cache_dir() / f"decode-{hashlib.sha256(key).hexdigest()[:16]}.so"
         for _ in range(2):  # a cached file that will not load (damaged) is rebuilt once
+            if target.is_file() and not _intact(target):
+                target.unlink(missing_ok=True)
             if not target.is_file():
                 error = _compile(compiler, flags, source, target)
                 if error is not None:
@@ -131,7 +156,10 @@ def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path)
             if done.returncode != 0:
                 first = (done.stderr.strip().splitlines() or ["no message"])[0]
                 return f"{compiler} failed: {first[:200]}"
+            digest = Path(tmp) / "digest"
+            digest.write_text(_sha256(out) + "\n", encoding="ascii")
             os.replace(out, target)
+            os.replace(digest, target.with_name(target.name + ".sha256"))
     except (OSError, subprocess.SubprocessError) as exc:
         return f"could not compile with {compiler}: {exc}"
     return None

@@ -25,18 +25,18 @@ import numpy as np
 from lmcli.checkpoints import SCHEMA_VERSION
 from lmcli.config import ModelConfig
 from lmcli.errors import InputError, LmcliError
-from lmcli.sampling.generate import Engine
+from lmcli.machine import check_memory
+from lmcli.rundir import BEST, LAST
+from lmcli.sampling.generate import Engine, decode_memory
 from lmcli.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from lmcli.torchfile import read_torch_file
+from lmcli.weights import check_shapes
 
 if TYPE_CHECKING:
     import torch
 
     from lmcli.models import LanguageModel
     from lmcli.sampling.kernel import Kernel
-
-# As lmcli.training.rundir names them (not imported: that module imports torch).
-BEST, LAST = "best.pt", "last.pt"
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,14 @@ def _load_numpy(path: Path, use_kernel: bool) -> Loaded:
     if not isinstance(state, dict) or state.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{checkpoint} is not an lmcli checkpoint of schema {SCHEMA_VERSION}")
     cfg = model_config(state, checkpoint)
-    try:
-        cfg.validate()
-    except LmcliError as exc:
-        raise InputError(f"{checkpoint}: its model config is invalid: {exc.message}") from None
-    except (TypeError, ValueError) as exc:  # a field of the wrong type
-        raise InputError(f"{checkpoint}: its model config is invalid ({exc})") from None
+    _validate(cfg, checkpoint)
     weights = state.get("model")
     if not isinstance(weights, dict) or not all(
         isinstance(v, np.ndarray) for v in weights.values()
     ):
         raise InputError(f"{checkpoint} holds no model weights")
+    check_shapes(cfg, {k: v.shape for k, v in weights.items()}, str(checkpoint))
+    check_model_memory(cfg)
     kernel = load_kernel() if use_kernel and cfg.model == "transformer" else None
     try:
         engine = NumpyEngine(build_engine(cfg, weights), kernel and kernel.library)
@@ -146,6 +143,15 @@ def _load_numpy(path: Path, use_kernel: bool) -> Loaded:
         device="cpu",
         engine_name=_numpy_engine_name(kernel),
     )
+
+
+def _validate(cfg: ModelConfig, checkpoint: Path) -> None:
+    try:
+        cfg.validate()
+    except LmcliError as exc:
+        raise InputError(f"{checkpoint}: its model config is invalid: {exc.message}") from None
+    except (TypeError, ValueError) as exc:  # a field of the wrong type
+        raise InputError(f"{checkpoint}: its model config is invalid ({exc})") from None
 
 
 def _numpy_engine_name(kernel: Kernel | None) -> str:
@@ -175,15 +181,13 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     checkpoint = find_checkpoint(path)
     state = load_checkpoint(checkpoint, map_location="cpu")
     cfg = model_config(state, checkpoint)
-    try:
-        model = build_model(cfg)
-    except LmcliError as exc:
-        raise InputError(f"{checkpoint}: its model config is invalid: {exc.message}") from None
-    except (TypeError, ValueError) as exc:  # a field of the wrong type
-        raise InputError(f"{checkpoint}: its model config is invalid ({exc})") from None
     weights = state.get("model")
-    if not isinstance(weights, dict):
+    if not isinstance(weights, dict) or not all(hasattr(v, "shape") for v in weights.values()):
         raise InputError(f"{checkpoint} holds no model weights")
+    _validate(cfg, checkpoint)
+    check_shapes(cfg, {k: tuple(v.shape) for k, v in weights.items()}, str(checkpoint))
+    check_model_memory(cfg)
+    model = build_model(cfg)
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError) as exc:
@@ -222,17 +226,42 @@ def model_config(state: dict[str, Any], checkpoint: Path) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def encode_prompt(tokenizer: Tokenizer, text: str, drop_unknown: bool = False) -> list[int]:
+def check_model_memory(cfg: ModelConfig) -> None:
+    """Refuse a model whose tables and cache (sized by its config: a context of 10^9 is a
+    config's word, not a weight's) would not fit, before any is built."""
+    check_memory(decode_memory(cfg, 1, 1), "this model's position tables and cache",
+                 hint="its config is probably damaged (look at its context)")  # fmt: skip
+
+
+def encode_prompt(
+    tokenizer: Tokenizer,
+    text: str,
+    drop_unknown: bool = False,
+    hint: str = "change the prompt, or pass --drop-unknown",
+) -> list[int]:
     """The prompt's token ids. A char vocabulary cannot encode characters it has never seen: they
-    are an InputError naming them, or dropped with `drop_unknown`."""
-    if drop_unknown and isinstance(tokenizer, CharTokenizer):
-        known = set(tokenizer.chars)
-        text = "".join(ch for ch in text if ch in known)
+    are an InputError naming them (with `hint`), or dropped with `drop_unknown`."""
+    if isinstance(tokenizer, CharTokenizer):
+        missing = unknown_characters(tokenizer, text)
+        if missing and drop_unknown:
+            text = "".join(ch for ch in text if ch not in set(missing))
+            if not text:
+                shown = ", ".join(repr(ch) for ch in missing[:10])
+                raise InputError(
+                    f"every character of the prompt was dropped (none is in the char "
+                    f"vocabulary: {shown})",
+                    hint="give a prompt in the model's characters",
+                )
+        try:
+            return [int(i) for i in tokenizer.encode(text)]
+        except InputError as exc:
+            raise InputError(f"the prompt has {exc.message}", hint=hint) from None
     try:
         return [int(i) for i in tokenizer.encode(text)]
-    except InputError as exc:
+    except InputError:
         raise InputError(
-            f"the prompt has {exc.message}", hint="change the prompt, or pass --drop-unknown"
+            "the prompt is not valid Unicode (it holds lone surrogates)",
+            hint="give the prompt as UTF-8 text",
         ) from None
 
 

@@ -417,6 +417,10 @@ class NumpyEngine:
         return self.net.max_positions
 
     @property
+    def config(self) -> ModelConfig:
+        return self.net.cfg
+
+    @property
     def vocab_size(self) -> int:
         return self.net.cfg.vocab_size
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lmcli.config import ModelConfig
 from lmcli.models import Cache, LanguageModel, Transformer
 from lmcli.models.transformer import KVCache
 from lmcli.sampling.choose import Array
@@ -29,6 +30,10 @@ class TorchEngine:
     @property
     def max_positions(self) -> int | None:
         return self.model.max_positions
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
 
     @property
     def vocab_size(self) -> int:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from lmcli.errors import InputError
+from lmcli.files import read_json_file
 from lmcli.tokenizers.bpe import BpeTokenizer, from_json, pretrained, train_bpe, write_ranks
 from lmcli.tokenizers.char import CharTokenizer
 
@@ -44,18 +45,18 @@ def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> list[str]:
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
-    """Load what `save_tokenizer` wrote."""
+    """Load what `save_tokenizer` wrote, checking every field before it is used."""
     path = directory / TOKENIZER_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"no tokenizer in {directory} (missing {TOKENIZER_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
+    if not path.exists():
+        raise InputError(f"no tokenizer in {directory} (missing {TOKENIZER_FILE})")
+    meta = read_json_file(path)
+    if meta.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: not an lmcli tokenizer file of schema {SCHEMA_VERSION}")
     if meta.get("type") == "char":
-        return CharTokenizer(str(meta["chars"]))
+        chars = meta.get("chars")
+        if not isinstance(chars, str):
+            raise InputError(f"{path}: chars must be a string of the vocabulary's characters")
+        return CharTokenizer.checked(chars, str(path))
     if meta.get("type") == "bpe":
         return from_json(meta, directory)
     raise InputError(f"{path}: unknown tokenizer type {meta.get('type')!r}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from lmcli.errors import InputError
+
+MAX_CODE_POINTS = 0x110000  # every Unicode code point
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CharTokenizer:
@@ -21,6 +25,15 @@ class CharTokenizer:
         self.name = "char"
         # Sorted code points: encoding is one vectorised binary search per text.
         self._codepoints = np.frombuffer(self.chars.encode("utf-32-le"), dtype=np.uint32)
+
+    @classmethod
+    def checked(cls, chars: str, where: str) -> CharTokenizer:
+        """A vocabulary read from a file: refused if it could never have come from text."""
+        if len(chars) > MAX_CODE_POINTS:
+            raise InputError(f"{where}: {len(chars):,} characters is more than Unicode has")
+        if _SURROGATE.search(chars):
+            raise InputError(f"{where}: the vocabulary holds surrogate code points, not text")
+        return cls(chars)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:

@@ -1,12 +1,19 @@
-"""The training loop: one function, `train`, driven by a ModelConfig and a TrainConfig.
+"""The training loop: `train`, driven by a ModelConfig and a TrainConfig, in nanoGPT's shape.
+
+A `Trainer` holds one run's state (model, optimizer, step, clock, best loss) and does each part
+of the loop: `step` (forward, backward, clip, update), `log`, `evaluate`, `save`, `resume`. The
+loop itself is the dozen lines of `_train`.
 
 It reports through `on_event` (the CLI draws progress from those events) and never prints. It
-stops at the budget, on `should_stop()` (the CLI's Ctrl-C handler), or with TrainingDiverged on a
-non-finite loss; in every case the last good checkpoint stays on disk.
+stops at the budget, on `should_stop()` (the CLI's Ctrl-C / SIGTERM handler: it then saves
+last.pt before anything else, evaluates if this step was not evaluated yet, and returns), or
+with TrainingDiverged on a non-finite loss; in every case the last good checkpoint stays on disk.
+The caller holds the run directory (lmcli.rundir.new_run / existing_run): one writer at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -18,17 +25,25 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from lmcli import rundir
 from lmcli.checkpoints import load_checkpoint, save_checkpoint
 from lmcli.config import ModelConfig, TrainConfig
-from lmcli.corpus.tokenfiles import TokenMeta, open_tokens
-from lmcli.devices import Placement, ThreadTuner, configure_threads, resolve_placement
-from lmcli.errors import ConfigError, LmcliError
-from lmcli.models import build_model
-from lmcli.training import distributed, rundir
+from lmcli.corpus.tokenfiles import TokenMeta, open_tokens, verify_tokens
+from lmcli.devices import Placement, ThreadTuner, capped_threads, resolve_placement
+from lmcli.errors import ConfigError, InputError, LmcliError
+from lmcli.machine import check_memory
+from lmcli.models import LanguageModel, build_model
+from lmcli.training import distributed
 from lmcli.training.data import TrainBatches
 from lmcli.training.evaluate import Evaluation, evaluate
+from lmcli.training.memory import estimate_step_memory
 from lmcli.training.optim import build_optimizer
 from lmcli.training.schedule import learning_rate, progress
+
+# What last.pt holds besides the weights, each with its type: --resume refuses a file without it.
+TRAINING_STATE = {"optimizer": dict, "scaler": dict, "rng_cpu": torch.Tensor, "step": int,
+                  "tokens": int, "train_seconds": float, "best_val_loss": float,
+                  "best_val_bpb": float}  # fmt: skip
 
 
 class TrainingDiverged(LmcliError):
@@ -69,7 +84,15 @@ class Evaluated:
     train_seconds: float
 
 
-Event = Started | Logged | Evaluated
+@dataclass(frozen=True)
+class Saved:
+    """last.pt was written when training stopped early (the CLI says how to resume)."""
+
+    step: int
+    path: Path
+
+
+Event = Started | Logged | Evaluated | Saved
 
 
 @dataclass(frozen=True)
@@ -127,217 +150,334 @@ def _train(
     on_event: Callable[[Event], None],
     should_stop: Callable[[], bool],
 ) -> TrainResult:
-    wall_start = time.perf_counter()
-    placement = resolve_placement(cfg.device, cfg.dtype)
-    dist = distributed.setup(placement.device)
-    device = dist.device(placement.device)
-    threads = configure_threads(cfg.threads)
-    if cfg.grad_accum % dist.world_size != 0:
-        raise ConfigError(
-            f"--grad-accum {cfg.grad_accum} must be a multiple of the {dist.world_size} processes",
-            hint="the global batch is batch_size * grad_accum, split over the processes",
-        )
-    meta = TokenMeta.load(token_dir)
-    check_data_fits(meta, model_cfg)
-    train_tokens, val_tokens = open_tokens(token_dir, "train"), open_tokens(token_dir, "val")
-    bytes_per_token = meta.bytes_per_token("val")
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    optimizer = build_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=placement.needs_grad_scaler)
-    step, train_seconds, tokens_seen = 0, 0.0, 0
-    best_loss, best_bpb, last_loss = math.inf, math.inf, math.inf
-    if resume:
-        state = load_checkpoint(run_dir / rundir.LAST, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, train_seconds, tokens_seen = state["step"], state["train_seconds"], state["tokens"]
-        best_loss, best_bpb = state["best_val_loss"], state["best_val_bpb"]
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        if dist.is_main:
-            rundir.truncate_metrics(run_dir, step)
-
-    compiled = cfg.compile if cfg.compile is not None else device.type == "cuda"
-    forward_model = cast(nn.Module, torch.compile(model)) if compiled else model
-    forward_model = dist.wrap(forward_model)
-    accum = cfg.grad_accum // dist.world_size
-    batches = TrainBatches(train_tokens, cfg.batch_size, model_cfg.context, cfg.seed, dist.rank)
-    tokens_per_step = cfg.batch_size * model_cfg.context * cfg.grad_accum
-    autocast = torch.autocast(device.type, placement.dtype, enabled=placement.autocast)
-
-    def micro_step(x: torch.Tensor, y: torch.Tensor, sync: bool) -> torch.Tensor:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with dist.no_sync(forward_model, sync), autocast:
-            _, loss = forward_model(x, y)
-        scaler.scale(loss / accum).backward()
-        return loss.detach()
-
-    def time_step() -> float:
-        return _time_one_step(micro_step, batches, accum, device, model)
-
-    notes = list(placement.notes)
-    tuner = ThreadTuner(time_step) if threads is None and device.type == "cpu" else None
-    if tuner is not None:
-        threads = tuner.tune()
-        tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in tuner.timings.items())
-        notes.append(f"threads: a step took {tried}; using {threads} (--threads to fix it)")
-    step_estimate = time_step()
-    on_event(
-        Started(
-            params=model.num_params(),
-            device=str(device),
-            dtype=str(placement.dtype).removeprefix("torch."),
-            threads=threads or torch.get_num_threads(),
-            compiled=compiled,
-            world_size=dist.world_size,
-            tokens_per_step=tokens_per_step,
-            memory_estimate_bytes=_memory_estimate(model, model_cfg, cfg, placement),
-            step_seconds_estimate=step_estimate,
-            start_step=step,
-            notes=tuple(notes),
-        )
-    )
-
-    def save(kind: str) -> None:
-        if not dist.is_main:
-            return
-        state = {
-            "model_config": json.dumps(model_cfg.__dict__),
-            "model": model.state_dict(),
-            "step": step,
-            "tokens": tokens_seen,
-            "train_seconds": train_seconds,
-            "best_val_loss": best_loss,
-            "best_val_bpb": best_bpb,
-        }
-        if kind == rundir.BEST:
-            save_checkpoint(run_dir / rundir.BEST, state)
-            return
-        state.update(
-            optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict(),
-            rng_cpu=torch.get_rng_state(),
-        )
-        if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(run_dir / rundir.LAST, state)
-
-    metrics = (run_dir / rundir.METRICS).open("a", encoding="utf-8") if dist.is_main else None
-
-    def record(row: dict[str, Any]) -> None:
-        if metrics is not None:
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-
-    last_eval = train_seconds  # the training time of the last evaluation (or of the start)
-
-    def run_eval() -> Evaluation:
-        nonlocal best_loss, best_bpb, last_loss, last_eval
-        last_eval = train_seconds
-        result = evaluate(
-            model, val_tokens, model_cfg.context, bytes_per_token, device, placement.dtype
-        )
-        if not math.isfinite(result.loss):
-            raise _diverged(step, run_dir)
-        last_loss = result.loss
-        improved = result.loss < best_loss
-        if improved:
-            best_loss, best_bpb = result.loss, result.bits_per_byte
-        save(rundir.LAST)
-        if improved:
-            save(rundir.BEST)
-        record({"step": step, "kind": "eval", "val_loss": result.loss,
-                "val_bpb": result.bits_per_byte, "val_ppl": result.perplexity,
-                "train_seconds": round(train_seconds, 3), "tokens": tokens_seen})  # fmt: skip
-        on_event(Evaluated(step, result, improved, train_seconds))
-        return result
-
-    def budget_left() -> bool:
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            return False
-        return cfg.max_time is None or train_seconds < cfg.max_time
-
-    interrupted = False
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    window_start, window_tokens = train_seconds, 0
+    trainer = Trainer(model_cfg, cfg, token_dir, run_dir, on_event)
     try:
-        while budget_left():
-            if dist.agree(should_stop()):
+        if resume:
+            trainer.resume()
+        trainer.start()
+        interrupted = False
+        while trainer.budget_left():
+            if trainer.dist.agree(should_stop()):
                 interrupted = True
                 break
-            t0 = time.perf_counter()
-            lr = learning_rate(cfg, step, train_seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            for micro in range(accum):
-                loss_sum += micro_step(*batches.get(step, micro), sync=micro == accum - 1)
-                loss_count += 1
-            if scaler.is_enabled():
-                scaler.unscale_(optimizer)
-            # foreach: one kernel per op for all gradients (the default loops per tensor on CPU).
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            if scaler.is_enabled():
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += tokens_per_step
-            window_tokens += tokens_per_step
-            logging = step % cfg.log_every == 0 or not budget_left()
-            if logging and device.type == "cuda":
-                torch.cuda.synchronize(device)  # so the clock sees the real step time
-            train_seconds += time.perf_counter() - t0
-            if logging:
-                loss = dist.mean(loss_sum).item() / loss_count
-                if not math.isfinite(loss):
-                    raise _diverged(step, run_dir)
-                rate = window_tokens / max(train_seconds - window_start, 1e-9)
-                done = progress(cfg, step, train_seconds)
-                eta = None
-                if cfg.max_steps is not None or cfg.max_time is not None:
-                    eta = (1 - done) * train_seconds / max(done, 1e-9)
-                record({"step": step, "kind": "train", "loss": loss, "lr": lr,
-                        "tokens_per_s": rate, "train_seconds": round(train_seconds, 3),
-                        "tokens": tokens_seen})  # fmt: skip
-                on_event(Logged(step, loss, lr, rate, done, train_seconds, eta))
-                if tuner is not None:
-                    # If something else took the cores, steps slow down: measure again.
-                    t_tune = time.perf_counter()
-                    if tuner.observe(tokens_per_step / rate, train_seconds):
-                        train_seconds += time.perf_counter() - t_tune
-                loss_sum.zero_()
-                loss_count = 0
-                window_start, window_tokens = train_seconds, 0
-            due = cfg.eval_interval is not None and train_seconds - last_eval >= cfg.eval_interval
-            if (step % cfg.eval_every == 0 or due) and budget_left():
-                run_eval()
-        run_eval()
+            trainer.step()
+            if trainer.log_due():
+                trainer.log()
+            if trainer.eval_due():
+                trainer.evaluate()
+        if interrupted:
+            trainer.save(rundir.LAST)  # first: a second Ctrl-C or a kill may follow at once
+            on_event(Saved(trainer.state.step, run_dir / rundir.LAST))
+        if trainer.state.evaluated_step != trainer.state.step:
+            trainer.evaluate()
+        return trainer.result(interrupted)
     finally:
-        if metrics is not None:
-            metrics.close()
-        dist.teardown()
-    return TrainResult(
-        run_dir=run_dir,
-        params=model.num_params(),
-        steps=step,
-        tokens_seen=tokens_seen,
-        train_seconds=train_seconds,
-        wall_seconds=time.perf_counter() - wall_start,
-        tokens_per_s=tokens_seen / max(train_seconds, 1e-9),
-        best_val_loss=best_loss,
-        best_val_bpb=best_bpb,
-        last_val_loss=last_loss,
-        checkpoint=run_dir / rundir.BEST,
-        interrupted=interrupted,
-    )
+        trainer.close()
+
+
+@dataclass
+class RunState:
+    """Where training is: what last.pt records besides the tensors."""
+
+    step: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    best_val_loss: float = math.inf
+    best_val_bpb: float = math.inf
+    last_val_loss: float = math.inf
+    last_eval_seconds: float = 0.0  # training time of the last evaluation (or of the start)
+    evaluated_step: int = -1  # the step the last evaluation was at, -1 before any
+
+
+def torch_seed(seed: int) -> int:
+    """torch.manual_seed takes 64 bits; a larger seed is reduced to a 64-bit digest of it."""
+    if seed < 2**64:
+        return seed
+    return int.from_bytes(hashlib.blake2b(str(seed).encode(), digest_size=8).digest(), "little")
+
+
+class Trainer:
+    """One run's training state and the parts of the loop that act on it."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        token_dir: Path,
+        run_dir: Path,
+        on_event: Callable[[Event], None],
+    ) -> None:
+        self.wall_start = time.perf_counter()
+        self.model_cfg, self.cfg, self.run_dir, self.on_event = model_cfg, cfg, run_dir, on_event
+        self.placement = resolve_placement(cfg.device, cfg.dtype)
+        self.dist = distributed.setup(self.placement.device)
+        self.device = self.dist.device(self.placement.device)
+        self.threads, self.notes = None, list(self.placement.notes)
+        if cfg.threads is not None:
+            self.threads, capped = capped_threads(cfg.threads)
+            torch.set_num_threads(self.threads)
+            self.notes += [capped] if capped else []
+        if cfg.grad_accum % self.dist.world_size != 0:
+            raise ConfigError(
+                f"--grad-accum {cfg.grad_accum} must be a multiple of the "
+                f"{self.dist.world_size} processes",
+                hint="the global batch is batch_size * grad_accum, split over the processes",
+            )
+        meta = TokenMeta.load(token_dir)
+        check_data_fits(meta, model_cfg)
+        self.memory_estimate = check_training_memory(model_cfg, cfg, self.placement,
+                                                     self.dist.world_size)  # fmt: skip
+        verify_tokens(token_dir, meta)
+        self.train_tokens, self.val_tokens = (open_tokens(token_dir, s) for s in ("train", "val"))
+        self.bytes_per_token = meta.bytes_per_token("val")
+
+        torch.manual_seed(torch_seed(cfg.seed))
+        self.model: LanguageModel = build_model(model_cfg).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.placement.needs_grad_scaler)  # fmt: skip
+        self.state = RunState()
+        self.compiled = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+        forward = cast(nn.Module, torch.compile(self.model)) if self.compiled else self.model
+        self.forward = self.dist.wrap(forward)
+        self.accum = cfg.grad_accum // self.dist.world_size
+        self.batches = TrainBatches(self.train_tokens, cfg.batch_size, model_cfg.context, cfg.seed,
+                                    self.dist.rank)  # fmt: skip
+        self.tokens_per_step = cfg.batch_size * model_cfg.context * cfg.grad_accum
+        self.autocast = torch.autocast(self.device.type, self.placement.dtype,
+                                       enabled=self.placement.autocast)  # fmt: skip
+        self.metrics: rundir.MetricsLog | None = None  # opened by start(), after any resume
+        self.tuner: ThreadTuner | None = None
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        self.lr = 0.0
+        self.window_start, self.window_tokens = 0.0, 0
+
+    # -- the parts of a step -------------------------------------------------------------------
+
+    def micro_step(self, x: torch.Tensor, y: torch.Tensor, sync: bool) -> torch.Tensor:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with self.dist.no_sync(self.forward, sync), self.autocast:
+            _, loss = self.forward(x, y)
+        self.scaler.scale(loss / self.accum).backward()
+        return loss.detach()
+
+    def step(self) -> None:
+        """One optimiser step over grad_accum micro-batches; the clock counts only this."""
+        state, cfg = self.state, self.cfg
+        t0 = time.perf_counter()
+        self.lr = learning_rate(cfg, state.step, state.train_seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * group["lr_scale"]
+        for micro in range(self.accum):
+            batch = self.batches.get(state.step, micro)
+            self.loss_sum += self.micro_step(*batch, sync=micro == self.accum - 1)
+            self.loss_count += 1
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        # foreach: one kernel per op for all gradients (the default loops per tensor on CPU).
+        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += self.tokens_per_step
+        self.window_tokens += self.tokens_per_step
+        if self.log_due() and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # so the clock sees the real step time
+        state.train_seconds += time.perf_counter() - t0
+
+    def budget_left(self) -> bool:
+        state, cfg = self.state, self.cfg
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:
+            return False
+        return cfg.max_time is None or state.train_seconds < cfg.max_time
+
+    def log_due(self) -> bool:
+        return self.state.step % self.cfg.log_every == 0 or not self.budget_left()
+
+    def eval_due(self) -> bool:
+        state, cfg = self.state, self.cfg
+        interval = cfg.eval_interval
+        timed = interval is not None and state.train_seconds - state.last_eval_seconds >= interval
+        return (state.step % cfg.eval_every == 0 or timed) and self.budget_left()
+
+    def log(self) -> None:
+        state, cfg = self.state, self.cfg
+        loss = self.dist.mean(self.loss_sum).item() / max(self.loss_count, 1)
+        if not math.isfinite(loss):
+            raise _diverged(state.step, self.run_dir)
+        rate = self.window_tokens / max(state.train_seconds - self.window_start, 1e-9)
+        done = progress(cfg, state.step, state.train_seconds)
+        eta = None
+        if cfg.max_steps is not None or cfg.max_time is not None:
+            eta = (1 - done) * state.train_seconds / max(done, 1e-9)
+        if self.metrics is not None:
+            self.metrics.train(state.step, state.train_seconds, state.tokens, loss=loss,
+                               lr=self.lr, tokens_per_s=rate)  # fmt: skip
+        self.on_event(Logged(state.step, loss, self.lr, rate, done, state.train_seconds, eta))
+        if self.tuner is not None:
+            # If something else took the cores, steps slow down: measure again.
+            t_tune = time.perf_counter()
+            if self.tuner.observe(self.tokens_per_step / rate, state.train_seconds):
+                state.train_seconds += time.perf_counter() - t_tune
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.window_start, self.window_tokens = state.train_seconds, 0
+
+    def evaluate(self) -> Evaluation:
+        """The whole validation split; saves last.pt, and best.pt when the loss improved."""
+        state, model_cfg = self.state, self.model_cfg
+        state.last_eval_seconds = state.train_seconds
+        result = evaluate(self.model, self.val_tokens, model_cfg.context, self.bytes_per_token,
+                          self.device, self.placement.dtype)  # fmt: skip
+        if not math.isfinite(result.loss):
+            raise _diverged(state.step, self.run_dir)
+        state.last_val_loss, state.evaluated_step = result.loss, state.step
+        improved = result.loss < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_val_bpb = result.loss, result.bits_per_byte
+        self.save(rundir.LAST)
+        if improved:
+            self.save(rundir.BEST)
+        if self.metrics is not None:
+            self.metrics.eval(state.step, state.train_seconds, state.tokens, val_loss=result.loss,
+                              val_bpb=result.bits_per_byte, val_ppl=result.perplexity)  # fmt: skip
+        self.on_event(Evaluated(state.step, result, improved, state.train_seconds))
+        return result
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, kind: str) -> None:
+        """best.pt: the weights and where they are from; last.pt: all that --resume needs."""
+        if not self.dist.is_main:
+            return
+        state = self.state
+        saved: dict[str, Any] = {
+            "model_config": json.dumps(self.model_cfg.__dict__),
+            "model": self.model.state_dict(),
+            "step": state.step,
+            "tokens": state.tokens,
+            "train_seconds": state.train_seconds,
+            "best_val_loss": state.best_val_loss,
+            "best_val_bpb": state.best_val_bpb,
+        }
+        if kind == rundir.LAST:
+            saved.update(optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+                         rng_cpu=torch.get_rng_state(), evaluated_step=state.evaluated_step,
+                         last_val_loss=state.last_val_loss)  # fmt: skip
+            if self.device.type == "cuda":
+                saved["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        save_checkpoint(self.run_dir / kind, saved)
+
+    def resume(self) -> None:
+        """Continue from last.pt; with none yet (a run killed before its first save), from the
+        start."""
+        path = self.run_dir / rundir.LAST
+        if not path.exists():
+            if self.dist.is_main:
+                rundir.truncate_metrics(self.run_dir, 0)  # what the killed attempt logged
+            return
+        saved = load_checkpoint(path, map_location=self.device)
+        missing = [k for k, kind in TRAINING_STATE.items() if not isinstance(saved.get(k), kind)]
+        if missing:
+            raise InputError(
+                f"{path} holds no training state ({', '.join(missing)} missing): it is not a "
+                "checkpoint --resume can continue from",
+                hint="lmcli train writes last.pt with the optimizer and step; best.pt holds "
+                "weights only",
+            )
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scaler.load_state_dict(saved["scaler"])
+            torch.set_rng_state(saved["rng_cpu"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise InputError(f"{path} does not fit the run's config ({first})") from None
+        if self.device.type == "cuda" and "rng_cuda" in saved:
+            torch.cuda.set_rng_state(saved["rng_cuda"])
+        state = self.state
+        state.step, state.tokens = saved["step"], saved["tokens"]
+        state.train_seconds = state.last_eval_seconds = saved["train_seconds"]
+        state.best_val_loss, state.best_val_bpb = saved["best_val_loss"], saved["best_val_bpb"]
+        evaluated, last_loss = saved.get("evaluated_step"), saved.get("last_val_loss")
+        if isinstance(evaluated, int) and isinstance(last_loss, float):  # else: lmcli 0.1's
+            state.evaluated_step, state.last_val_loss = evaluated, last_loss
+        if self.dist.is_main:
+            rundir.truncate_metrics(self.run_dir, state.step)
+
+    # -- start and end -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Choose the thread count, time a step, and report what the run is."""
+        if self.dist.is_main:
+            self.metrics = rundir.MetricsLog(self.run_dir)
+        notes = self.notes
+        if self.threads is None and self.device.type == "cpu":
+            self.tuner = ThreadTuner(self._time_step)
+            self.threads = self.tuner.tune()
+            tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in self.tuner.timings.items())
+            notes.append(
+                f"threads: a step took {tried}; using {self.threads} (--threads to fix it)"
+            )
+        elif self.compiled:
+            self._time_step()  # the first call compiles: minutes that are not a step's time
+        self.window_start = self.state.train_seconds
+        self.on_event(
+            Started(
+                params=self.model.num_params(),
+                device=str(self.device),
+                dtype=str(self.placement.dtype).removeprefix("torch."),
+                threads=self.threads or torch.get_num_threads(),
+                compiled=self.compiled,
+                world_size=self.dist.world_size,
+                tokens_per_step=self.tokens_per_step,
+                memory_estimate_bytes=self.memory_estimate,
+                step_seconds_estimate=self._time_step(),
+                start_step=self.state.step,
+                notes=tuple(notes),
+            )
+        )
+        self.model.train()
+
+    def _time_step(self) -> float:
+        """Seconds for one forward + backward of a real batch, without changing anything: it
+        warms up kernels and then restores the RNG and drops the gradients."""
+        rng = torch.get_rng_state()
+        t0 = time.perf_counter()
+        self.micro_step(*self.batches.get(0, 0), False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = (time.perf_counter() - t0) * self.accum
+        self.model.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+        return seconds
+
+    def result(self, interrupted: bool) -> TrainResult:
+        state = self.state
+        return TrainResult(
+            run_dir=self.run_dir,
+            params=self.model.num_params(),
+            steps=state.step,
+            tokens_seen=state.tokens,
+            train_seconds=state.train_seconds,
+            wall_seconds=time.perf_counter() - self.wall_start,
+            tokens_per_s=state.tokens / max(state.train_seconds, 1e-9),
+            best_val_loss=state.best_val_loss,
+            best_val_bpb=state.best_val_bpb,
+            last_val_loss=state.last_val_loss,
+            checkpoint=self.run_dir / rundir.BEST,
+            interrupted=interrupted,
+        )
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        self.dist.teardown()
 
 
 def check_data_fits(meta: TokenMeta, model_cfg: ModelConfig) -> None:
@@ -356,36 +496,24 @@ def check_data_fits(meta: TokenMeta, model_cfg: ModelConfig) -> None:
         )
 
 
-def _time_one_step(
-    micro_step: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor],
-    batches: TrainBatches,
-    accum: int,
-    device: torch.device,
-    model: nn.Module,
-) -> float:
-    """Seconds for one forward + backward of a real batch, without changing anything: it warms
-    up kernels (and compiles) and then restores the RNG and drops the gradients."""
-    rng = torch.get_rng_state()
-    t0 = time.perf_counter()
-    micro_step(*batches.get(0, 0), False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - t0) * accum
-    model.zero_grad(set_to_none=True)
-    torch.set_rng_state(rng)
-    return seconds
-
-
-def _memory_estimate(
-    model: nn.Module, model_cfg: ModelConfig, cfg: TrainConfig, placement: Placement
+def check_training_memory(
+    model_cfg: ModelConfig, cfg: TrainConfig, placement: Placement, processes: int = 1
 ) -> int:
-    """Rough bytes: weights, gradients and two AdamW moments in float32, plus activations
-    (about 16 values of width C per token per layer, and the logits)."""
-    params = sum(p.numel() for p in model.parameters())
-    act_bytes = 2 if placement.autocast else 4
-    tokens = cfg.batch_size * model_cfg.context
-    activations = tokens * (16 * model_cfg.width * model_cfg.layers + 2 * model_cfg.vocab_size)
-    return 16 * params + act_bytes * activations
+    """The bytes a training step will hold (parameters, gradients, optimizer state, activations,
+    the model's tables), refused before anything is allocated if the machine lacks them. The
+    model is sized on the meta device: no memory, no init."""
+    with torch.device("meta"):
+        model = build_model(model_cfg)
+    tables = sum(b.numel() * b.element_size() for b in model.buffers())
+    step = estimate_step_memory(model_cfg, cfg, model.num_params(), placement.autocast)
+    need = step.total + tables
+    hint = "use a smaller --batch-size (with --grad-accum to keep the batch), --context or model"
+    if placement.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(placement.device)
+        check_memory(need, "this training run", hint, available=free)
+    else:
+        check_memory(need * processes, "this training run", hint)
+    return need
 
 
 def _diverged(step: int, run_dir: Path) -> TrainingDiverged:

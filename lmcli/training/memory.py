@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmcli.config import TrainConfig
+from lmcli.config import ModelConfig, TrainConfig
 from lmcli.corpus.tokenfiles import open_tokens
 from lmcli.training.data import TrainBatches
 from lmcli.training.optim import build_optimizer
+from lmcli.weights import mlp_hidden
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,34 @@ def first_batch_memory(
     x, y = (t.to(device) for t in batches.get(0))
     optimizer = build_optimizer(model, train_cfg, device)
     return step_memory(model, optimizer, x, y, autocast_dtype)
+
+
+def estimate_step_memory(cfg: ModelConfig, train: TrainConfig, params: int,
+                         autocast: bool = False) -> StepMemory:  # fmt: skip
+    """What `step_memory` would count for a step of this model, from the configs alone, so that
+    a run too large for the machine is refused before anything is allocated.
+
+    Activations per token and layer, measured with step_memory (float32 values): a transformer
+    block saves ~16 of width C (norms, q/k/v and their rotations, attention output, residuals)
+    plus 2 of the MLP's hidden width (4 with SwiGLU: gate, up, their product); dropout masks
+    double that. The logits and their log-softmax add 2 V per token; a local layer's (T, T) mask
+    one byte per pair. torch's LSTM keeps ~17 C per token and layer (its gates and cell
+    states), its GRU ~8 C.
+    """
+    tokens = train.batch_size * cfg.context
+    value = 2 if autocast else 4
+    if cfg.model == "transformer":
+        hidden = mlp_hidden(cfg)
+        per_layer = 16 * cfg.width + (4 if cfg.mlp == "swiglu" else 2) * hidden
+        masks = sum(cfg.context * cfg.context for w in cfg.layer_windows() if w is not None)
+    else:
+        per_layer = (17 if cfg.model == "lstm" else 8) * cfg.width
+        masks = 0
+    if cfg.dropout > 0:
+        per_layer *= 2
+    activations = value * tokens * (per_layer * cfg.layers + 2 * cfg.vocab_size) + masks
+    weights = 4 * params  # float32 master weights, whatever the autocast
+    # AdamW keeps two moments per weight; Muon one momentum per hidden matrix (counted as two
+    # here too: the embeddings, head and vectors keep AdamW's, and the bound stays safe).
+    return StepMemory(parameters=weights, gradients=weights, optimizer=2 * weights,
+                      activations=activations)  # fmt: skip

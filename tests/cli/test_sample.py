@@ -123,7 +123,7 @@ BAD_INPUTS = [
     (["--context-window", "0"], "--context-window must be at least 1"),
     (["--prompt", ""], "the prompt is empty"),
     (["--prompt", "Ωmega thée"], "characters not in the char vocabulary: 'é', 'Ω'"),
-    (["--drop-unknown", "--prompt", "Ω"], "the prompt is empty"),
+    (["--drop-unknown", "--prompt", "Ω"], "every character of the prompt was dropped"),
     (["--prompt", "x", "--prompt-file", "p.txt"], "give --prompt or --prompt-file, not both"),
     (["--prompt-file", "missing.txt"], "no such prompt file: missing.txt"),
     (["--stream", "--json"], "--stream and --json cannot be combined"),

@@ -42,9 +42,12 @@ def test_default_out_dir_and_force(
     code, _, err = run(str(shakespeare_path))
     assert code == 1
     assert "output directory exists" in err and "--force" in err
-    (out_dir / "stale").write_text("x")
-    assert run(str(shakespeare_path), "--force", "--json")[0] == 0
-    assert not (out_dir / "stale").exists()
+    assert run(str(shakespeare_path), "--force", "--json")[0] == 0  # replaces lmcli's own
+    (out_dir / "notes.txt").write_text("x")  # not lmcli's: --force must not delete it
+    code, _, err = run(str(shakespeare_path), "--force")
+    assert code == 1 and "(it holds notes.txt)" in err
+    assert (out_dir / "notes.txt").read_text() == "x"
+    (out_dir / "notes.txt").unlink()
     assert sorted(p.name for p in (tmp_path / "tokens").iterdir()) == ["tinyshakespeare-char"]
 
 
@@ -123,4 +126,4 @@ def test_named_corpus_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -
     code, _, err = run("shakespeare")
     assert code == 1
     assert "could not download shakespeare" in err
-    assert "lmcli tokenize path/to/tinyshakespeare.txt" in err
+    assert "pass a local copy of tinyshakespeare.txt" in err

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from lmcli import rundir
 from lmcli.cli import app
 from lmcli.compare.run import RESULT_FILE, Comparison, Stage, compare, model_configs, train_flags
 from lmcli.config import CompareConfig
 from lmcli.errors import LmcliError
-from lmcli.training import rundir
 
 STEPS = 8
 

@@ -113,7 +113,7 @@ def test_offline_says_how_to_pass_a_local_file(recipe: CorpusRecipe, tmp_path: P
     offline = replace(recipe, url="http://127.0.0.1:9/input.txt")  # a closed port
     with pytest.raises(DownloadError, match="could not download shakespeare") as info:
         fetch(offline, tmp_path)
-    assert "local file" in (info.value.hint or "")
+    assert "local copy" in (info.value.hint or "")
     assert list(tmp_path.iterdir()) == []
 
 

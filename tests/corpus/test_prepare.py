@@ -23,7 +23,7 @@ def test_char_on_tiny_shakespeare(shakespeare_path: Path, tmp_path: Path) -> Non
     assert result.vocab_size == 65
     assert result.tokens == 1_115_394
     assert result.train_tokens + result.val_tokens == 1_115_394
-    assert {"sha256", "scan train", "encode train", "encode val"} <= stages
+    assert {"check", "scan train", "encode train", "encode val"} <= stages
     meta = TokenMeta.load(out)
     assert meta.dtype == "<u2"
     assert meta.splits["train"].bytes + meta.splits["val"].bytes == 1_115_394

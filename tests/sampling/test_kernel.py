@@ -114,6 +114,9 @@ def test_it_compiles_once_and_rebuilds_a_broken_file(tmp_path: Path) -> None:
     assert load_in_a_process() == path and path.stat().st_mtime_ns == built  # not rebuilt
     path.write_bytes(b"not a shared library")  # as a crash mid-write might leave it
     assert load_in_a_process() == path and path.read_bytes() != b"not a shared library"
+    whole = path.read_bytes()
+    path.write_bytes(whole[:1000])  # truncated: loading it would die of SIGBUS
+    assert load_in_a_process() == path and path.read_bytes() == whole
 
 
 def test_without_a_compiler_there_is_no_kernel_and_a_reason(
@@ -121,7 +124,8 @@ def test_without_a_compiler_there_is_no_kernel_and_a_reason(
 ) -> None:
     monkeypatch.setenv("LMCLI_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    assert load_kernel() == Kernel(None, "no C compiler found (set $CC)")
+    cc = tmp_path / "no-such-cc"
+    assert load_kernel() == Kernel(None, f"$CC={cc} is not a program on this machine")
     monkeypatch.setenv("CC", "false")  # a compiler that fails
     found = load_kernel()
     assert found.library is None and found.reason.startswith("false failed")

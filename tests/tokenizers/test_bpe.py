@@ -84,10 +84,11 @@ def test_saved_tokenizer_reloads_with_tiktoken_alone(bpe: BpeTokenizer, tmp_path
 
 def test_rewritten_ranks_file_is_not_served_stale(bpe: BpeTokenizer, tmp_path: Path) -> None:
     path = tmp_path / "r.tiktoken"
-    write_ranks(path, {b"a": 0, b"b": 1})
-    assert read_ranks(path) == {b"a": 0, b"b": 1}
-    write_ranks(path, {b"x": 0})
-    assert read_ranks(path) == {b"x": 0}
+    single = {bytes([b]): b for b in range(256)}
+    write_ranks(path, {**single, b"ab": 256})
+    assert read_ranks(path) == {**single, b"ab": 256}
+    write_ranks(path, {**single, b"xy": 256})
+    assert read_ranks(path) == {**single, b"xy": 256}
 
 
 def test_corrupt_ranks_file_is_an_input_error(tmp_path: Path) -> None:
