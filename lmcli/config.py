@@ -21,6 +21,8 @@ MIN_BPE_VOCAB_SIZE = 256 + 1
 DEFAULT_BPE_VOCAB_SIZE = 4096
 OPTIMIZERS = ("adamw", "muon")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+# No model is this deep; a config that says so is damaged (and would take hours just to list).
+MAX_LAYERS = 10_000
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 # Every command takes the same seeds: any non-negative integer (a numpy generator takes them all;
 # torch gets a 64-bit digest of one it cannot hold, see lmcli.training.loop).
@@ -172,6 +174,8 @@ class ModelConfig:
         for flag, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        if self.layers > MAX_LAYERS:
+            raise ConfigError(f"--layers must be at most {MAX_LAYERS:,} (got {self.layers:,})")
         if self.vocab_size < 1:
             raise ConfigError(f"vocabulary size must be at least 1 (got {self.vocab_size})")
         if not 0.0 <= self.dropout < 1.0:  # NaN fails this too

@@ -52,6 +52,11 @@ def environment_error(exc: OSError) -> EnvironmentFailure:
     path = exc.filename if exc.filename is not None else "(unnamed)"
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
+        if exc.filename is None:  # a write to stdout (or a file already open)
+            return EnvironmentFailure(
+                "no space left on device (writing the output)",
+                hint="free some space, or send the output somewhere else",
+            )
         return EnvironmentFailure(
             f"no space left on the device holding {path}",
             hint="free some disk space, or write to another disk (--out)",

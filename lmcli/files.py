@@ -110,18 +110,20 @@ def plain_file_name(value: object, where: Path, key: str) -> str:
 
 
 def make_dir(path: Path, what: str) -> bool:
-    """Create `path` (and its parents) if needed; True if it did. An error names `what`."""
+    """Create `path` (and its parents) if needed; True if it did. An error says it could not
+    create `what` (followed by the folder it was to be made in, when that ends in "in")."""
     if path.is_dir():
         return False
+    where = path.parent if what.endswith(" in") else path
     try:
         path.mkdir(parents=True)
     except FileExistsError:
         if path.is_dir():
             return False  # made by someone else meanwhile
-        raise InputError(f"cannot create {what} {path}: a file is in the way") from None
+        raise InputError(f"cannot create {what} {where}: a file is in the way") from None
     except OSError as exc:
         raise InputError(
-            f"cannot create {what} {path}: {exc.strerror or exc}",
+            f"cannot create {what} {where}: {exc.strerror or exc}",
             hint="choose another --out, or check that folder's permissions",
         ) from None
     return True

@@ -54,6 +54,33 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, Shape]:
     return shapes
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """The model's parameters (a tied head once), from its config alone: instant even for a
+    config of 100,000 layers, which takes minutes to build even on torch's meta device."""
+    shapes = expected_shapes(cfg)
+    if cfg.tie:
+        shapes.pop("head.weight")
+    total = 0
+    for shape in shapes.values():
+        size = 1
+        for n in shape:
+            size *= n
+        total += size
+    return total
+
+
+def table_bytes(cfg: ModelConfig) -> int:
+    """The float32 tables a model keeps beside its weights: RoPE's cos and sin, or the
+    sinusoidal positions."""
+    if cfg.model != "transformer":
+        return 0
+    if cfg.pos == "rope":
+        return 4 * cfg.context * (cfg.width // cfg.heads)  # cos and sin, D/2 each
+    if cfg.pos == "sinusoidal":
+        return 4 * cfg.context * cfg.width
+    return 0
+
+
 def _recurrent_shapes(cfg: ModelConfig) -> dict[str, Shape]:
     C, V = cfg.width, cfg.vocab_size
     E = cfg.embedding or C

@@ -8,7 +8,7 @@ import pytest
 
 from lmcli.errors import InputError
 from lmcli.models import build_model
-from lmcli.weights import check_shapes, expected_shapes
+from lmcli.weights import check_shapes, expected_shapes, parameter_count, table_bytes
 
 from .variants import VARIANTS
 
@@ -18,6 +18,9 @@ def test_expected_shapes_are_the_state_dict(name: str) -> None:
     cfg = VARIANTS[name]
     state = build_model(cfg).state_dict()
     assert expected_shapes(cfg) == {k: tuple(v.shape) for k, v in state.items()}
+    model = build_model(cfg)
+    assert parameter_count(cfg) == model.num_params()
+    assert table_bytes(cfg) == sum(b.numel() * b.element_size() for b in model.buffers())
 
 
 def test_a_config_that_contradicts_its_weights_is_refused() -> None:

@@ -62,9 +62,8 @@ def graceful_stop(on_request: Callable[[str], None]) -> Iterator[StopRequest]:
         if request.signum is not None or not request.polled:
             raise Stopped(signum)
         request.signum = signum
-        name = signal.Signals(signum).name
-        again = "Ctrl-C" if signum == signal.SIGINT else f"{name}"
-        on_request(f"{name}: stopping after this step and saving ({again} again to stop at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        on_request(f"{name}: stopping after this step and saving ({name} again to stop at once)")
 
     with _handlers(handler):
         yield request

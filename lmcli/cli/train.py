@@ -11,6 +11,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from lmcli import rundir
+from lmcli.checkpoints import check_archive
 from lmcli.cli.render import (
     TrainProgress,
     exit_code,
@@ -28,7 +29,9 @@ from lmcli.config import (
     TrainConfig,
     parse_duration,
 )
+from lmcli.corpus.named import resolve_corpus
 from lmcli.corpus.prepare import tokenize_corpus
+from lmcli.corpus.text import describe_path
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta
 from lmcli.devices import resolve_device, resolve_placement
 from lmcli.errors import ConfigError, InputError, LmcliError
@@ -96,6 +99,20 @@ def train(
     weight_decay: Annotated[
         float | None, _opt("Decoupled weight decay of the weight matrices.", _PANEL_TRAIN)
     ] = None,
+    beta1: Annotated[
+        float | None, _opt("AdamW's first-moment decay, in [0, 1). \\[default: 0.9]", _PANEL_TRAIN)
+    ] = None,
+    beta2: Annotated[
+        float | None,
+        _opt(
+            "AdamW's second-moment decay, in [0, 1). \\[default: 0.99; gpt2-small 0.95]",
+            _PANEL_TRAIN,
+        ),
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        _opt("Clip the gradients' global norm to this. \\[default: 1.0]", _PANEL_TRAIN),
+    ] = None,
     optimizer: Annotated[
         str | None,
         _opt(
@@ -160,6 +177,7 @@ def train(
         "window-pattern": window_pattern, "dropout": dropout, "tie": tie, "bias": bias,
         "embedding": embedding, "batch-size": batch_size, "grad-accum": grad_accum, "lr": lr,
         "warmup": warmup, "min-lr-ratio": min_lr_ratio, "weight-decay": weight_decay,
+        "beta1": beta1, "beta2": beta2, "grad-clip": grad_clip,
         "optimizer": optimizer, "muon-lr": muon_lr, "max-steps": max_steps,
         "eval-every": eval_every, "log-every": log_every,
         "device": device, "dtype": dtype, "compile": compile, "threads": threads, "seed": seed,
@@ -271,6 +289,10 @@ def _new_run(
     name = source.name if is_token_dir else (source.stem or corpus)
     model_name = flags.get("model") or merged.get("preset") or "quick"
     run_dir = out if out is not None else rundir.default_run_dir(f"{name}-{model_name}")
+    if not is_token_dir:  # a corpus that cannot be read is refused before any folder is made
+        problem = describe_path(resolve_corpus(corpus).path)
+        if problem is not None:
+            raise InputError(problem)
     if is_token_dir:  # everything can be checked before the run directory exists
         meta = TokenMeta.load(source)
         _check_same_tokenizer(source, meta, tokenizer, vocab_size)
@@ -323,10 +345,13 @@ def _resume(run_dir: Path, flags: dict[str, Any], config: Path | None, processes
     if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1:
         raise InputError(f"{run_dir / rundir.CONFIG_FILE} is damaged: no vocabulary size")
     model_cfg, train_cfg = build_configs(new, vocab_size=vocab)
-    resolve_placement(train_cfg.device, train_cfg.dtype)
+    placement = resolve_placement(train_cfg.device, train_cfg.dtype)
     _check_world(train_cfg, processes)
+    check_training_memory(model_cfg, train_cfg, placement, processes)
     meta = rundir.check_data(run_dir, saved)
     check_data_fits(meta, model_cfg)
+    if (run_dir / rundir.LAST).exists():
+        check_archive(run_dir / rundir.LAST)  # damaged: refused before anything is printed
     return Prepared(model_cfg, train_cfg, saved.data, run_dir, resume=True)
 
 

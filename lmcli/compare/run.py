@@ -31,7 +31,7 @@ from lmcli import rundir
 from lmcli.config import CompareConfig, ModelConfig, SampleConfig, TokenizeConfig, TrainConfig
 from lmcli.corpus.named import resolve_corpus
 from lmcli.corpus.prepare import tokenize_corpus
-from lmcli.corpus.text import scan_text_file
+from lmcli.corpus.text import describe_path, scan_text_file
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta, open_tokens
 from lmcli.devices import PeakMemory, describe_machine, resolve_placement
 from lmcli.errors import InputError
@@ -105,6 +105,10 @@ def compare(
     flags = train_flags(cfg)
     _, first_train, _ = resolve(flags, None)  # a bad preset or setting fails here, before any work
     device = resolve_placement(cfg.device, first_train.dtype).device
+    if not (Path(cfg.corpus) / META_FILE).is_file():
+        problem = describe_path(resolve_corpus(cfg.corpus).path)
+        if problem is not None:
+            raise InputError(problem)
     settings = settings_record(cfg)
     with comparison_folder(cfg.out, settings):
         token_dir = _tokens(cfg, on_event)

@@ -119,7 +119,7 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     make_dir(parent, "the output's folder")
     sweep_stale(parent, prefix=name)  # what a killed tokenize left there
     tmp = parent / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    make_dir(tmp, "a temporary folder")
+    make_dir(tmp, f"a temporary folder for {out} in")
     workers = cfg.threads or min(os.cpu_count() or 1, 4)
     try:
         t0 = time.perf_counter()
@@ -217,10 +217,14 @@ def _write_splits(
         stats = TextStats()
         n_tokens = 0
         digest = hashlib.sha256()
-        with (tmp / f"{name}.bin").open("wb") as f:
+        path = tmp / f"{name}.bin"
+        with path.open("wb") as f:
             for ids in _encode(tokenizer, pieces(name, f"encode {name}", stats), workers):
                 data = ids.astype(dtype, copy=False).tobytes()
-                f.write(data)
+                try:
+                    f.write(data)
+                except OSError as exc:  # a full disk: name the file, not "(unnamed)"
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
                 digest.update(data)
                 n_tokens += len(ids)
         if n_tokens == 0:

@@ -90,7 +90,7 @@ def check_decode_memory(cfg: ModelConfig, batch: int, prompt: int, new_tokens: i
     need = decode_memory(cfg, batch, positions) + 3 * 8 * batch * (prompt + new_tokens)
     check_memory(
         need,
-        f"generating {new_tokens:,} tokens for each of {batch:,} samples",
+        f"generating {new_tokens:,} tokens for {batch:,} sample{'s' * (batch != 1)}",
         hint="use fewer --num-samples or --max-new-tokens (or stream one long sample)",
     )
 

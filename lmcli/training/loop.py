@@ -39,6 +39,7 @@ from lmcli.training.evaluate import Evaluation, evaluate
 from lmcli.training.memory import estimate_step_memory
 from lmcli.training.optim import build_optimizer
 from lmcli.training.schedule import learning_rate, progress
+from lmcli.weights import parameter_count, table_bytes
 
 # What last.pt holds besides the weights, each with its type: --resume refuses a file without it.
 TRAINING_STATE = {"optimizer": dict, "scaler": dict, "rng_cpu": torch.Tensor, "step": int,
@@ -501,12 +502,9 @@ def check_training_memory(
 ) -> int:
     """The bytes a training step will hold (parameters, gradients, optimizer state, activations,
     the model's tables), refused before anything is allocated if the machine lacks them. The
-    model is sized on the meta device: no memory, no init."""
-    with torch.device("meta"):
-        model = build_model(model_cfg)
-    tables = sum(b.numel() * b.element_size() for b in model.buffers())
-    step = estimate_step_memory(model_cfg, cfg, model.num_params(), placement.autocast)
-    need = step.total + tables
+    model is sized from its config alone (lmcli.weights)."""
+    step = estimate_step_memory(model_cfg, cfg, parameter_count(model_cfg), placement.autocast)
+    need = step.total + table_bytes(model_cfg)
     hint = "use a smaller --batch-size (with --grad-accum to keep the batch), --context or model"
     if placement.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(placement.device)
