@@ -35,8 +35,8 @@ from lmcli.corpus.tokenfiles import (
 )
 from lmcli.errors import InputError
 from lmcli.files import make_dir, sweep_stale
-from lmcli.tokenizers import CharTokenizer, Tokenizer, pretrained, save_tokenizer, train_bpe
-from lmcli.tokenizers.bpe import known_pretrained
+from lmcli.tokenizers import CharTokenizer, Tokenizer, save_tokenizer
+from lmcli.tokenizers.bpe import known_pretrained, pretrained, train_bpe
 
 # on_progress(stage, done, total): done and total are bytes of the stage's input.
 OnProgress = Callable[[str, int, int], None]

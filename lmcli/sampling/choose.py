@@ -15,6 +15,8 @@ import numpy as np
 from lmcli.errors import ConfigError
 
 Array = np.ndarray[Any, np.dtype[Any]]
+# Below this temperature, float32 logits divided by it may overflow float64.
+TINY_TEMPERATURE = 1e-200
 
 
 def check_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -70,11 +72,15 @@ def choose(
     argmax of logits plus Gumbel noise, from `noise` (B, V) or else drawn from `rng`)."""
     if temperature == 0:
         return logits.argmax(axis=-1)  # (B,)
-    # Shifted so that each row's largest logit is 0: a temperature so small that logits / T would
-    # overflow then sends every other logit to -inf (the greedy limit), never to inf - inf = NaN.
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    with np.errstate(over="ignore"):
-        scaled = shifted / temperature
+    scaled = logits.astype(np.float64)
+    if temperature < TINY_TEMPERATURE:
+        # logits / T could overflow: shifted so that each row's largest logit is 0, every other
+        # one goes to -inf (the greedy limit), never to inf - inf = NaN.
+        scaled -= scaled.max(axis=-1, keepdims=True)
+        with np.errstate(over="ignore"):
+            scaled /= temperature
+    else:
+        scaled /= temperature
     if top_k is not None:
         scaled = top_k_filter(scaled, top_k)
     if top_p is not None:

@@ -1,32 +1,31 @@
 """Tokenizers: character level, byte-level BPE trained on the corpus, or a pretrained tiktoken
 encoding. All are saved as plain JSON (+ a tiktoken rank file for BPE) and loaded with
-`load_tokenizer(directory)`."""
+`load_tokenizer(directory)`.
+
+BPE (tiktoken, rustbpe) is imported only where it is used: `lmcli sample` on a char model never
+pays for it. Import BpeTokenizer, train_bpe and pretrained from lmcli.tokenizers.bpe.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from lmcli.errors import InputError
 from lmcli.files import read_json_file
-from lmcli.tokenizers.bpe import BpeTokenizer, from_json, pretrained, train_bpe, write_ranks
 from lmcli.tokenizers.char import CharTokenizer
 
-Tokenizer = CharTokenizer | BpeTokenizer
+if TYPE_CHECKING:
+    from lmcli.tokenizers.bpe import BpeTokenizer
+
+Tokenizer: TypeAlias = "CharTokenizer | BpeTokenizer"
 
 TOKENIZER_FILE = "tokenizer.json"
 RANKS_FILE = "tokenizer.tiktoken"
 SCHEMA_VERSION = 1
 
-__all__ = [
-    "BpeTokenizer",
-    "CharTokenizer",
-    "Tokenizer",
-    "load_tokenizer",
-    "pretrained",
-    "save_tokenizer",
-    "train_bpe",
-]
+__all__ = ["CharTokenizer", "Tokenizer", "load_tokenizer", "save_tokenizer"]
 
 
 def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> list[str]:
@@ -35,6 +34,8 @@ def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> list[str]:
         meta = tokenizer.to_json()
         files = [TOKENIZER_FILE]
     else:
+        from lmcli.tokenizers.bpe import write_ranks
+
         write_ranks(directory / RANKS_FILE, tokenizer.mergeable_ranks())
         meta = tokenizer.to_json(RANKS_FILE)
         files = [TOKENIZER_FILE, RANKS_FILE]
@@ -58,5 +59,7 @@ def load_tokenizer(directory: Path) -> Tokenizer:
             raise InputError(f"{path}: chars must be a string of the vocabulary's characters")
         return CharTokenizer.checked(chars, str(path))
     if meta.get("type") == "bpe":
+        from lmcli.tokenizers.bpe import from_json
+
         return from_json(meta, directory)
     raise InputError(f"{path}: unknown tokenizer type {meta.get('type')!r}")

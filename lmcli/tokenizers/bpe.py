@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import rustbpe
 import tiktoken
 
 from lmcli.errors import DownloadError, InputError
@@ -119,6 +118,8 @@ class BpeTokenizer:
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
     """Learn exactly `vocab_size - 256` merges on `texts` (GPT-4 pre-split)."""
+    import rustbpe  # training only: encoding and decoding need tiktoken alone
+
     trainer = rustbpe.Tokenizer()
     parts = (part for text in texts for part in bounded_runs(text))
     trainer.train_from_iterator(

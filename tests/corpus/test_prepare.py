@@ -102,7 +102,7 @@ def test_even_sample_spreads_over_the_stream() -> None:
 
 def test_threaded_encoding_keeps_order(shakespeare_text: str) -> None:
     from lmcli.corpus.prepare import _encode
-    from lmcli.tokenizers import train_bpe
+    from lmcli.tokenizers.bpe import train_bpe
 
     tok = train_bpe([shakespeare_text[:100_000]], 300)
     pieces = [shakespeare_text[i : i + 5000] for i in range(0, 200_000, 5000)]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lmcli.corpus.text import TextStats, check_text_file, find_split, iter_text
 from lmcli.errors import InputError
-from lmcli.tokenizers import train_bpe
+from lmcli.tokenizers.bpe import train_bpe
 
 
 def read_all(path: Path, **kw) -> tuple[str, TextStats]:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmcli.sampling.stream import Utf8Stream, decode_all
-from lmcli.tokenizers import BpeTokenizer, train_bpe
+from lmcli.tokenizers.bpe import BpeTokenizer, train_bpe
 
 MULTIBYTE = "Où est l'été ? Ça coûte 5 € — 日本語のテキスト, emoji 😀🎭 and ẞ, ŋ, Ω.\n"
 

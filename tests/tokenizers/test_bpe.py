@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmcli.errors import InputError
-from lmcli.tokenizers import BpeTokenizer, load_tokenizer, save_tokenizer, train_bpe
-from lmcli.tokenizers.bpe import read_ranks, write_ranks
+from lmcli.tokenizers import load_tokenizer, save_tokenizer
+from lmcli.tokenizers.bpe import BpeTokenizer, read_ranks, train_bpe, write_ranks
 
 
 @pytest.fixture(scope="module")

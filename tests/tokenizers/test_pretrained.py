@@ -6,7 +6,8 @@ import pytest
 import tiktoken
 
 from lmcli.errors import DownloadError, InputError
-from lmcli.tokenizers import load_tokenizer, pretrained, save_tokenizer, train_bpe
+from lmcli.tokenizers import load_tokenizer, save_tokenizer
+from lmcli.tokenizers.bpe import pretrained, train_bpe
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
