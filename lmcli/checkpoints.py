@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, safe loads, a schema version.
+"""Checkpoints: training state (torch), and torch models from weights files.
 
 A checkpoint is a dict of tensors, numbers and strings written by `torch.save` and read with
 `torch.load(weights_only=True)`, which refuses to unpickle anything else: a crafted file cannot
@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from lmcli.errors import InputError
 from lmcli.files import atomic_write
+from lmcli.weights import Weights, read_weights, resolve_weights
 
 if TYPE_CHECKING:
     import torch
+
+    from lmcli.models import LanguageModel
 
 SCHEMA_VERSION = 1
 
@@ -74,3 +77,21 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} is not an lmcli checkpoint of schema {SCHEMA_VERSION}")
     return state
+
+
+def model_from_weights(weights: Weights) -> LanguageModel:
+    """The torch model of a weights file, loaded strictly (every tensor, no other), on the CPU."""
+    import safetensors.torch
+
+    from lmcli.models import build_model
+
+    model = build_model(weights.config)
+    safetensors.torch.load_model(model, str(weights.path), strict=True)
+    return model.eval()
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[LanguageModel, Weights]:
+    """The torch model of a run directory or weights file (lmcli 0.1's .pt converted once), on
+    `device`, with what its file says of it."""
+    weights = read_weights(resolve_weights(path).path)
+    return model_from_weights(weights).to(device), weights

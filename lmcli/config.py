@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Any, Literal, Union
 
-from lmcli.errors import ConfigError
+from lmcli.errors import ConfigError, InputError
 
 # A uint32 token file holds ids below 2**32; we refuse vocabularies it cannot hold.
 MAX_VOCAB_SIZE = 2**32
@@ -218,6 +220,69 @@ class ModelConfig:
             )
 
 
+TYPE_NAMES: dict[Any, str] = {
+    int: "an integer",
+    float: "a number",
+    str: "text",
+    bool: "true or false",
+}
+
+
+def checked_value(key: str, value: Any, hint: Any) -> Any:
+    """`value` if it fits the field's type (ints pass as floats), else a ConfigError."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return value
+        if typing.get_origin(option) is Literal:
+            if value in typing.get_args(option):
+                return value
+            continue
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bool) and isinstance(value, option):
+            return value
+    allowed = [
+        "one of " + "/".join(map(str, typing.get_args(o))) if typing.get_origin(o) is Literal
+        else TYPE_NAMES.get(o, o.__name__)
+        for o in options
+        if o is not type(None)
+    ]  # fmt: skip
+    raise ConfigError(f"--{key} must be {' or '.join(allowed)} (got {value!r})")
+
+
+def model_config_from_json(text: str, where: str) -> ModelConfig:
+    """The ModelConfig a checkpoint or weights file records (JSON of its fields), validated;
+    an InputError naming `where` for anything else."""
+    import dataclasses
+    import json
+
+    try:
+        fields = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        raise InputError(f"{where}: its model config is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise InputError(f"{where}: its model config is not a JSON object")
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise InputError(
+            f"{where}: unknown model config fields: {', '.join(unknown)}",
+            hint="it was probably written by a newer lmcli",
+        )
+    hints = typing.get_type_hints(ModelConfig)
+    try:
+        cfg = ModelConfig(**{k: checked_value(k.replace("_", "-"), v, hints[k])
+                             for k, v in fields.items()})  # fmt: skip
+        cfg.validate()
+    except ConfigError as exc:
+        raise InputError(f"{where}: its model config is invalid: {exc.message}") from None
+    except (TypeError, ValueError) as exc:  # a field of the wrong type
+        raise InputError(f"{where}: its model config is invalid ({exc})") from None
+    return cfg
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: optimisation, budget, evaluation, device. Flags share the field names."""
@@ -332,8 +397,8 @@ class SampleConfig:
     # Samples generated together, as one batch.
     num_samples: int = 1
     seed: int = 1337
-    # "cpu" decodes with the numpy engine (no torch import, the least overhead per token); any
-    # other device, "auto" included, with the torch models (lmcli/sampling/load.py).
+    # "cpu" decodes in C (a transformer) or numpy (an LSTM/GRU): no torch import, the least
+    # overhead per token; other devices run the torch models (lmcli/sampling/engines).
     device: str = "cpu"
     # CPU threads. One by default: decoding one token of a small model is a chain of tiny
     # operations, which more threads only make wait on each other.

@@ -28,6 +28,15 @@ MAX_JSON_BYTES = 64 << 20
 _TEMPORARY = re.compile(r"^\..+\.(\d+)(-[0-9a-f]+)?\.tmp$")
 
 
+def cache_dir() -> Path:
+    """lmcli's cache (the compiled C engine, converted checkpoints): $LMCLI_CACHE_DIR, else
+    $XDG_CACHE_HOME/lmcli, else ~/.cache/lmcli."""
+    if os.environ.get("LMCLI_CACHE_DIR"):
+        return Path(os.environ["LMCLI_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lmcli"
+
+
 def temporary_name(path: Path, suffix: str = "") -> Path:
     """Where to write `path` before renaming it into place: beside it, named for this process."""
     return path.with_name(f".{path.name}.{os.getpid()}{suffix}.tmp")

@@ -13,10 +13,9 @@ import json
 import tomllib
 import typing
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union
+from typing import Any
 
-from lmcli.config import ModelConfig, TrainConfig, parse_duration
+from lmcli.config import TYPE_NAMES, ModelConfig, TrainConfig, checked_value, parse_duration
 from lmcli.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -181,7 +180,7 @@ def resolve(
     for key, kind in DATA_KEYS.items():
         value = merged.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise ConfigError(f"--{key} must be {_NAMES[kind]} (got {value!r})")
+            raise ConfigError(f"--{key} must be {TYPE_NAMES[kind]} (got {value!r})")
     # An explicit step budget alone replaces a preset's time budget, and vice versa.
     explicit = {**from_file, **given}
     if "max-steps" in explicit and "max-time" not in explicit:
@@ -204,38 +203,10 @@ def build_configs(record: dict[str, Any], vocab_size: int) -> tuple[ModelConfig,
 def _typed_kwargs(cls: type, keys: set[str], record: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {
-        key.replace("-", "_"): _checked(key, value, hints[key.replace("-", "_")])
+        key.replace("-", "_"): checked_value(key, value, hints[key.replace("-", "_")])
         for key, value in record.items()
         if key in keys
     }
-
-
-def _checked(key: str, value: Any, hint: Any) -> Any:
-    """`value` if it fits the field's type (ints pass as floats), else a ConfigError."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return value
-        if typing.get_origin(option) is Literal:
-            if value in typing.get_args(option):
-                return value
-            continue
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bool) and isinstance(value, option):
-            return value
-    allowed = [
-        "one of " + "/".join(map(str, typing.get_args(o))) if typing.get_origin(o) is Literal
-        else _NAMES.get(o, o.__name__)
-        for o in options
-        if o is not type(None)
-    ]  # fmt: skip
-    raise ConfigError(f"--{key} must be {' or '.join(allowed)} (got {value!r})")
-
-
-_NAMES: dict[Any, str] = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
 
 
 def as_record(model: ModelConfig, train: TrainConfig) -> dict[str, Any]:

@@ -5,8 +5,9 @@ config.json      the model + training config (flag-spelled keys), where the toke
                  fingerprint, versions
 tokenizer.json   the tokenizer (+ tokenizer.tiktoken for BPE), copied from the token data
 meta.json        the token data's description (byte counts for bits per byte)
+best.safetensors weights of the best validation loss so far (sample and export from here)
+last.safetensors weights of the last checkpoint (sampled when no evaluation improved yet)
 last.pt          full training state: weights, optimizer, step, RNG (resume from here)
-best.pt          weights of the best validation loss so far (sample from here)
 metrics.jsonl    one JSON object per log step and per evaluation
 data/            token files, when `train` tokenized a text file itself
 .lock            held (fcntl) by the one process writing the run; its PID inside
@@ -47,19 +48,38 @@ from lmcli.files import (
 from lmcli.tokenizers import RANKS_FILE, TOKENIZER_FILE
 
 CONFIG_FILE = "config.json"
-LAST = "last.pt"
-BEST = "best.pt"
+BEST = "best.safetensors"
+LAST_WEIGHTS = "last.safetensors"
+STATE = "last.pt"
+LEGACY = ("best.pt", STATE)  # what lmcli 0.1 sampled from (its last.pt still resumes)
 METRICS = "metrics.jsonl"
 DATA_DIR = "data"
 LOCK_FILE = ".lock"
 SCHEMA_VERSION = 2  # 1: lmcli 0.1, with an absolute data path and no fingerprint
 # Files of a run lmcli writes, copies or makes: what `new_run` removes after an early failure.
-RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, RANKS_FILE, META_FILE, METRICS, LAST, BEST, LOCK_FILE)
+RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, RANKS_FILE, META_FILE, METRICS, STATE, BEST,
+             LAST_WEIGHTS, LOCK_FILE)  # fmt: skip
 # Keys that may differ when resuming: budgets, reporting and where/how fast it runs.
 RESUMABLE_CHANGES = {
     "max-steps", "max-time", "eval-every", "eval-interval", "log-every", "device", "dtype",
     "compile", "threads",
 }  # fmt: skip
+
+
+def find_weights(path: Path) -> Path:
+    """The weights a run directory samples from (best.safetensors, else last.safetensors, else
+    lmcli 0.1's best.pt or last.pt), or the file given."""
+    if path.is_dir():
+        for name in (BEST, LAST_WEIGHTS, *LEGACY):
+            if (path / name).is_file():
+                return path / name
+        raise InputError(
+            f"{path} holds no weights ({BEST} or {LAST_WEIGHTS})",
+            hint="pass a run directory made by lmcli train, or a .safetensors file",
+        )
+    if not path.exists():
+        raise InputError(f"no such run directory or weights file: {path}")
+    return path
 
 
 def default_run_dir(name: str) -> Path:
@@ -137,7 +157,7 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise InputError(
             f"--out {run_dir} exists and is not a directory", hint="choose another --out"
         )
-    if (run_dir / CONFIG_FILE).exists() or (run_dir / LAST).exists():
+    if (run_dir / CONFIG_FILE).exists() or (run_dir / STATE).exists():
         raise InputError(
             f"{run_dir} already holds a run",
             hint=f"continue it with --resume {run_dir}, or choose another --out",
@@ -169,7 +189,7 @@ def new_run(run_dir: Path) -> Iterator[Path]:
             check_new_run_dir(run_dir)  # again, now that no other writer can be busy here
             yield run_dir
     except BaseException:
-        if locked and not (run_dir / LAST).exists():
+        if locked and not (run_dir / STATE).exists():
             _remove_run(run_dir, created)
         elif created:
             _rmdir_if_empty(run_dir)  # never another writer's files: only an empty folder

@@ -186,10 +186,10 @@ def train_figures(
     import torch
 
     from lmcli import rundir
+    from lmcli.checkpoints import load_model
     from lmcli.corpus.tokenfiles import TokenMeta
     from lmcli.devices import PeakMemory, resolve_placement
     from lmcli.presets import as_record, resolve
-    from lmcli.sampling.load import load_model
     from lmcli.training.loop import Logged, Started, train
     from lmcli.training.memory import first_batch_memory
 
@@ -225,7 +225,7 @@ def train_figures(
                tuple(info.tokens_per_step / s for s in measured), settings),
         Figure("train", f"{name}: step time", "ms", tuple(1000 * s for s in measured), settings),
     ]  # fmt: skip
-    model = load_model(result.checkpoint, placement.device).model
+    model, _ = load_model(result.checkpoint, placement.device)
     memory = first_batch_memory(model, train_cfg, model_cfg.context, token_dir,
                                 placement.device, placement.dtype)  # fmt: skip
     activations = round(memory.activations / 2**20, 2)
@@ -258,9 +258,9 @@ def sample_figures(name: str, run_dir: Path, cfg: BenchConfig) -> list[Figure]:
     state is how it reads the past (recomputing the whole history per token would be
     quadratic), so it gets the first figure only."""
     from lmcli.sampling.generate import generate
-    from lmcli.sampling.load import load
+    from lmcli.sampling.open import open_model
 
-    loaded = load(run_dir, device="cpu")
+    loaded = open_model(run_dir, device="cpu")
     repeats = 3 if cfg.quick else cfg.repeats
     count = cfg.sample_tokens
     sample_cfg = SampleConfig(max_new_tokens=count)

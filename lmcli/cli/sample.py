@@ -151,11 +151,12 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
     import numpy as np
 
     from lmcli.sampling.generate import generate, resolve_window
-    from lmcli.sampling.load import encode_prompt, load, unknown_characters
+    from lmcli.sampling.open import open_model
+    from lmcli.sampling.prompt import encode_prompt, unknown_characters
     from lmcli.sampling.stream import Utf8Stream
 
     start = time.perf_counter()
-    loaded = load(target, cfg.device)
+    loaded = open_model(target, cfg.device)
     if "torch" in sys.modules:
         from lmcli.devices import configure_threads
 
@@ -167,9 +168,10 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
     window = resolve_window(engine, cfg.context_window)
     step = "" if loaded.step is None else f"step {loaded.step}, "
     device = loaded.device
+    if loaded.note:
+        note(f"note: {loaded.note}")
     note(
-        f"{loaded.checkpoint} ({step}{loaded.params:,} parameters) on {device} "
-        f"({loaded.engine_name})"
+        f"{loaded.weights} ({step}{loaded.params:,} parameters) on {device} ({loaded.engine_name})"
     )
     if dropped:
         note(f"dropped from the prompt: {', '.join(repr(ch) for ch in dropped)}")
@@ -215,7 +217,7 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
                     "threads": cfg.threads,
                     "dropped_from_prompt": dropped,
                 },
-                "checkpoint": str(loaded.checkpoint),
+                "checkpoint": str(loaded.weights),
                 "step": loaded.step,
                 "params": loaded.params,
                 "engine": loaded.engine_name,

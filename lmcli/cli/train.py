@@ -350,8 +350,8 @@ def _resume(run_dir: Path, flags: dict[str, Any], config: Path | None, processes
     check_training_memory(model_cfg, train_cfg, placement, processes)
     meta = rundir.check_data(run_dir, saved)
     check_data_fits(meta, model_cfg)
-    if (run_dir / rundir.LAST).exists():
-        check_archive(run_dir / rundir.LAST)  # damaged: refused before anything is printed
+    if (run_dir / rundir.STATE).exists():
+        check_archive(run_dir / rundir.STATE)  # damaged: refused before anything is printed
     return Prepared(model_cfg, train_cfg, saved.data, run_dir, resume=True)
 
 

@@ -263,7 +263,7 @@ def _tokens(cfg: CompareConfig, on_event: Callable[[Event | Stage], None]) -> Pa
 
 
 def _check_prompt(token_dir: Path, prompt: str) -> None:
-    from lmcli.sampling.load import encode_prompt
+    from lmcli.sampling.prompt import encode_prompt
     from lmcli.tokenizers import load_tokenizer
 
     encode_prompt(load_tokenizer(token_dir), prompt, hint="change --prompt")
@@ -322,21 +322,23 @@ def _measure(
     memory: dict[str, Any],
     reused: bool,
 ) -> ModelResult:
+    from lmcli.checkpoints import load_model
     from lmcli.sampling.generate import generate
-    from lmcli.sampling.load import encode_prompt, load, load_model
+    from lmcli.sampling.open import open_model
+    from lmcli.sampling.prompt import encode_prompt
 
     record = rundir.load_config(run_dir).record
     model_cfg, train_cfg = build_configs(record, meta.vocab_size)
     placement = resolve_placement(train_cfg.device, train_cfg.dtype)
-    loaded = load_model(run_dir, placement.device)
-    losses = loss_by_position(loaded.model, open_tokens(token_dir, "val"), model_cfg.context,
+    model, _ = load_model(run_dir, placement.device)
+    losses = loss_by_position(model, open_tokens(token_dir, "val"), model_cfg.context,
                               placement.device, torch.float32)  # fmt: skip
     bpb = losses / math.log(2) / meta.bytes_per_token("val")
     # Last: it takes an optimiser step on the loaded weights (the checkpoint is not written).
-    step = first_batch_memory(loaded.model, train_cfg, model_cfg.context, token_dir,
+    step = first_batch_memory(model, train_cfg, model_cfg.context, token_dir,
                               placement.device, placement.dtype)  # fmt: skip
 
-    engine = load(run_dir, device="cpu")  # the CPU engine `lmcli sample` uses
+    engine = open_model(run_dir, device="cpu")  # the CPU engine `lmcli sample` uses
     sample_cfg = SampleConfig(prompt=cfg.prompt, max_new_tokens=cfg.sample_tokens, seed=cfg.seed)
     prompt = encode_prompt(engine.tokenizer, cfg.prompt, drop_unknown=False)
     start = time.perf_counter()

@@ -1,8 +1,8 @@
 """Generating tokens: the prompt in one forward, then one token per forward with a cache.
 
 `generate` yields the new token ids of every sample, (B,), one step at a time, so that a caller
-can show text as it comes. It drives an Engine: the numpy networks (sampling/numpy_engine.py,
-the CPU default) or the torch models on any device (sampling/torch_engine.py). A transformer
+can show text as it comes. It drives an Engine (sampling/engines): decode.c or the numpy LSTM/GRU
+on the CPU, the torch models on any device. A transformer
 keeps the keys and values of the positions it has seen in a cache and runs one position per
 step; an LSTM/GRU carries its recurrent state. The `use_cache=False` path recomputes a full
 forward over the conditioning tokens at every step, as nanoGPT's sample.py does: it exists to be
@@ -114,7 +114,7 @@ def generate(
     """Yield cfg.max_new_tokens steps of new token ids (B,), B = cfg.num_samples. The settings
     are checked here, before the first step. A torch model is wrapped in a TorchEngine."""
     if not hasattr(engine, "start"):
-        from lmcli.sampling.torch_engine import TorchEngine
+        from lmcli.sampling.engines.torch_engine import TorchEngine
 
         engine = TorchEngine(cast(Any, engine))  # a torch model
     engine = cast(Engine, engine)

@@ -39,7 +39,7 @@ from lmcli.training.evaluate import Evaluation, evaluate
 from lmcli.training.memory import estimate_step_memory
 from lmcli.training.optim import build_optimizer
 from lmcli.training.schedule import learning_rate, progress
-from lmcli.weights import parameter_count, table_bytes
+from lmcli.weights import parameter_count, save_weights, table_bytes
 
 # What last.pt holds besides the weights, each with its type: --resume refuses a file without it.
 TRAINING_STATE = {"optimizer": dict, "scaler": dict, "rng_cpu": torch.Tensor, "step": int,
@@ -167,8 +167,8 @@ def _train(
             if trainer.eval_due():
                 trainer.evaluate()
         if interrupted:
-            trainer.save(rundir.LAST)  # first: a second Ctrl-C or a kill may follow at once
-            on_event(Saved(trainer.state.step, run_dir / rundir.LAST))
+            trainer.save_state()  # first: a second Ctrl-C or a kill may follow at once
+            on_event(Saved(trainer.state.step, run_dir / rundir.STATE))
         if trainer.state.evaluated_step != trainer.state.step:
             trainer.evaluate()
         return trainer.result(interrupted)
@@ -330,7 +330,8 @@ class Trainer:
         self.window_start, self.window_tokens = state.train_seconds, 0
 
     def evaluate(self) -> Evaluation:
-        """The whole validation split; saves last.pt, and best.pt when the loss improved."""
+        """The whole validation split; saves the training state, and the weights as
+        best.safetensors when the loss improved."""
         state, model_cfg = self.state, self.model_cfg
         state.last_eval_seconds = state.train_seconds
         result = evaluate(self.model, self.val_tokens, model_cfg.context, self.bytes_per_token,
@@ -341,9 +342,9 @@ class Trainer:
         improved = result.loss < state.best_val_loss
         if improved:
             state.best_val_loss, state.best_val_bpb = result.loss, result.bits_per_byte
-        self.save(rundir.LAST)
+        self.save_state()
         if improved:
-            self.save(rundir.BEST)
+            self.save_weights(rundir.BEST)
         if self.metrics is not None:
             self.metrics.eval(state.step, state.train_seconds, state.tokens, val_loss=result.loss,
                               val_bpb=result.bits_per_byte, val_ppl=result.perplexity)  # fmt: skip
@@ -352,32 +353,41 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def save(self, kind: str) -> None:
-        """best.pt: the weights and where they are from; last.pt: all that --resume needs."""
+    def save_state(self) -> None:
+        """last.pt: all that --resume needs (weights, optimizer, scaler, RNG, where it is), and
+        the same weights as last.safetensors for sampling. Each file is written atomically."""
         if not self.dist.is_main:
             return
         state = self.state
         saved: dict[str, Any] = {
             "model_config": json.dumps(self.model_cfg.__dict__),
             "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
             "step": state.step,
             "tokens": state.tokens,
             "train_seconds": state.train_seconds,
             "best_val_loss": state.best_val_loss,
             "best_val_bpb": state.best_val_bpb,
+            "evaluated_step": state.evaluated_step,
+            "last_val_loss": state.last_val_loss,
         }
-        if kind == rundir.LAST:
-            saved.update(optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
-                         rng_cpu=torch.get_rng_state(), evaluated_step=state.evaluated_step,
-                         last_val_loss=state.last_val_loss)  # fmt: skip
-            if self.device.type == "cuda":
-                saved["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        save_checkpoint(self.run_dir / kind, saved)
+        if self.device.type == "cuda":
+            saved["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        save_checkpoint(self.run_dir / rundir.STATE, saved)
+        self.save_weights(rundir.LAST_WEIGHTS)
+
+    def save_weights(self, name: str) -> None:
+        if self.dist.is_main:
+            loss = _finite(self.state.last_val_loss)
+            save_weights(self.run_dir / name, self.model.state_dict(), self.model_cfg,
+                         step=self.state.step, val_loss=loss)  # fmt: skip
 
     def resume(self) -> None:
         """Continue from last.pt; with none yet (a run killed before its first save), from the
         start."""
-        path = self.run_dir / rundir.LAST
+        path = self.run_dir / rundir.STATE
         if not path.exists():
             if self.dist.is_main:
                 rundir.truncate_metrics(self.run_dir, 0)  # what the killed attempt logged
@@ -388,8 +398,8 @@ class Trainer:
             raise InputError(
                 f"{path} holds no training state ({', '.join(missing)} missing): it is not a "
                 "checkpoint --resume can continue from",
-                hint="lmcli train writes last.pt with the optimizer and step; best.pt holds "
-                "weights only",
+                hint="lmcli train writes last.pt with the optimizer and step; a weights file "
+                "holds weights only",
             )
         try:
             self.model.load_state_dict(saved["model"])
@@ -514,8 +524,12 @@ def check_training_memory(
     return need
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _diverged(step: int, run_dir: Path) -> TrainingDiverged:
-    last = run_dir / rundir.LAST
+    last = run_dir / rundir.STATE
     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was saved"
     return TrainingDiverged(
         f"the loss became NaN or infinite at step {step}; {kept}",

@@ -54,7 +54,7 @@ def test_samples_go_to_stdout_and_a_seed_repeats_them(char_run: Path) -> None:
     code, out, err = sample(str(char_run), "--max-new-tokens", "40", "--prompt", "ROMEO:")
     assert code == 0, err
     assert out.startswith("ROMEO:") and len(out) >= len("ROMEO:") + 40
-    assert f"{char_run}/best.pt (step 6," in err and "tokens/s" in err
+    assert f"{char_run}/best.safetensors (step 6," in err and "tokens/s" in err
     assert sample(str(char_run), "--max-new-tokens", "40", "--prompt", "ROMEO:")[1] == out
     assert (
         sample(str(char_run), "--max-new-tokens", "40", "--prompt", "ROMEO:", "--seed", "2")[1]
@@ -64,8 +64,8 @@ def test_samples_go_to_stdout_and_a_seed_repeats_them(char_run: Path) -> None:
 
 def test_json_is_one_object_with_the_samples_and_settings(char_run: Path) -> None:
     code, out, err = sample(
-        str(char_run / "last.pt"), "--max-new-tokens", "25", "--num-samples", "3", "--json",
-        "--top-p", "0.9", "--context-window", "8",
+        str(char_run / "last.safetensors"), "--max-new-tokens", "25", "--num-samples", "3",
+        "--json", "--top-p", "0.9", "--context-window", "8",
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
@@ -76,7 +76,7 @@ def test_json_is_one_object_with_the_samples_and_settings(char_run: Path) -> Non
         "context_window": 8, "num_samples": 3, "seed": 1337, "device": "cpu", "threads": 1,
         "dropped_from_prompt": [],
     }  # fmt: skip
-    assert result["checkpoint"].endswith("last.pt") and result["step"] == 6
+    assert result["checkpoint"].endswith("last.safetensors") and result["step"] == 6
     assert result["engine"] == "C"  # CI has a C compiler
     assert result["tokens_per_s"] > 0 and 0 < result["time_to_first_token_s"] <= result["seconds"]
 
@@ -158,17 +158,17 @@ class Exploit:
 
 
 def test_bad_checkpoints_are_one_line_errors(char_run: Path, tmp_path: Path) -> None:
-    truncated = tmp_path / "truncated.pt"
-    data = (char_run / "best.pt").read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    data = (char_run / "best.safetensors").read_bytes()
     truncated.write_bytes(data[: len(data) // 3])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     crafted = tmp_path / "crafted.pt"
     crafted.write_bytes(pickle.dumps({"schema_version": 1, "x": Exploit(tmp_path / "pwned")}))
     cases = {
-        tmp_path / "missing": "no such run directory or checkpoint",
-        tmp_path: "holds no checkpoint (best.pt or last.pt)",
-        truncated: "(truncated or foreign",
+        tmp_path / "missing": "no such run directory or weights file",
+        tmp_path: "holds no weights (best.safetensors or last.safetensors)",
+        truncated: "is not a readable safetensors file",
         foreign: "is not an lmcli checkpoint of schema 1",
         crafted: "(truncated or foreign",
     }

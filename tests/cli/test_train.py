@@ -43,8 +43,8 @@ def test_train_on_a_text_file_leaves_a_run_directory(text: Path, tmp_path: Path)
     assert summary["steps"] == 20
     assert summary["best_val_bpb"] > 0
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "tokenizer.json", "meta.json", "last.pt", "best.pt", "metrics.jsonl",
-            "data"} <= names  # fmt: skip
+    assert {"config.json", "tokenizer.json", "meta.json", "last.pt", "best.safetensors",
+            "last.safetensors", "metrics.jsonl", "data"} <= names  # fmt: skip
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["layers"] == 2 and config["kv-heads"] is None
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -269,7 +269,8 @@ def test_compare_rnn_options_many(tok: Path, tmp_path: Path, data: st.DataObject
     _compare_fuzz(tok, tmp_path, data)
 
 
-RUN_FILES = ["best.pt", "last.pt", "config.json", "meta.json", "tokenizer.json", "metrics.jsonl"]
+RUN_FILES = ["best.safetensors", "last.safetensors", "last.pt", "config.json", "meta.json",
+             "tokenizer.json", "metrics.jsonl"]  # fmt: skip
 
 
 def _damage_fuzz(run: Path, tmp_path: Path, data: st.DataObject) -> None:

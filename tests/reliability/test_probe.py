@@ -204,16 +204,23 @@ def test_d8_compare_rnn_refuses_a_training_run_folder(small: Path, run_copy: Pat
     assert snapshot(run_copy) == before
 
 
-def _edit_config(checkpoint: Path, **changes: object) -> None:
-    state = torch.load(checkpoint, weights_only=True)
-    config = json.loads(state.pop("model_config"))
+def _edit_config(weights: Path, **changes: object) -> None:
+    """The weights file with its recorded model config changed (its tensors, and so its
+    content hash, unchanged): a config that may contradict its weights."""
+    import safetensors.numpy
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as f:
+        metadata = dict(f.metadata())
+    arrays = safetensors.numpy.load_file(str(weights))
+    config = json.loads(metadata["lmcli_config"])
     config.update(changes)
-    state.pop("schema_version")
-    save_checkpoint(checkpoint, {**state, "model_config": json.dumps(config)})
+    metadata["lmcli_config"] = json.dumps(config)
+    safetensors.numpy.save_file(arrays, str(weights), metadata=metadata)
 
 
 def test_d9_a_config_that_contradicts_its_weights_is_refused(run_copy: Path) -> None:
-    _edit_config(run_copy / "best.pt", kv_heads=1)
+    _edit_config(run_copy / "best.safetensors", kv_heads=1)
     refused(cli("sample", run_copy, "--max-new-tokens", "5"), "do not fit its model config")
 
 
@@ -418,9 +425,9 @@ def test_d17_absurd_sizes_in_files_are_refused_before_allocating(run_copy: Path)
     started = time.perf_counter()
     refused(cli("train", "--resume", run_copy, "--max-steps", "9"), "needs ≈")
     assert time.perf_counter() - started < 60  # sized from the config, never built
-    _edit_config(run_copy / "best.pt", context=1_000_000_000)
+    _edit_config(run_copy / "best.safetensors", context=1_000_000_000)
     refused(cli("sample", run_copy), "this model's position tables and cache needs ≈")
-    _edit_config(run_copy / "best.pt", context=16, width=4_000_000)
+    _edit_config(run_copy / "best.safetensors", context=16, width=4_000_000)
     refused(cli("sample", run_copy), "do not fit its model config")
 
 
@@ -526,8 +533,12 @@ def test_d20_d38_malformed_meta_files(tok: Path, tmp_path: Path, edit, message: 
 
 
 def test_d21_a_weights_only_checkpoint_as_last_pt(run_copy: Path) -> None:
-    shutil.copy(run_copy / "best.pt", run_copy / "last.pt")
+    state = load_checkpoint(run_copy / "last.pt")  # as lmcli 0.1's best.pt: config and weights
+    weights_only = {k: state[k] for k in ("model_config", "model", "step")}
+    save_checkpoint(run_copy / "last.pt", weights_only)
     refused(cli("train", "--resume", run_copy, "--max-steps", "9"), "holds no training state")
+    shutil.copy(run_copy / "best.safetensors", run_copy / "last.pt")
+    refused(cli("train", "--resume", run_copy, "--max-steps", "9"), "not a whole torch.save")
 
 
 def test_d22_files_that_are_not_utf8(tok: Path, shakespeare_text: str, tmp_path: Path) -> None:

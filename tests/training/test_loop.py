@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lmcli import rundir
-from lmcli.checkpoints import load_checkpoint, save_checkpoint
+from lmcli.checkpoints import load_checkpoint, load_model, save_checkpoint
 from lmcli.corpus.tokenfiles import TokenMeta
 from lmcli.errors import InputError
 from lmcli.presets import resolve
@@ -53,8 +53,8 @@ def test_resume_is_exact(token_dir: Path, tmp_path: Path, optimizer: str) -> Non
     second = train(model_cfg, train_cfg, token_dir, halves, resume=True)
     assert second.steps == 40 and not second.interrupted
 
-    a = load_checkpoint(tmp_path / "straight" / rundir.LAST)
-    b = load_checkpoint(halves / rundir.LAST)
+    a = load_checkpoint(tmp_path / "straight" / rundir.STATE)
+    b = load_checkpoint(halves / rundir.STATE)
     assert a["step"] == b["step"] == 40
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
@@ -101,7 +101,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(TrainingDiverged, match="NaN or infinite at step 30") as info:
         train(model_cfg, train_cfg, token_dir, tmp_path / "run")
     assert "last good checkpoint" in info.value.message
-    state = load_checkpoint(tmp_path / "run" / rundir.LAST)
+    state = load_checkpoint(tmp_path / "run" / rundir.STATE)
     assert state["step"] == 20  # the evaluation at step 30 never ran
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
@@ -161,11 +161,7 @@ def test_cuda_training_samples_on_cpu(token_dir: Path, tmp_path: Path) -> None:
     model_cfg, train_cfg = start(token_dir, tmp_path / "gpu", device="cuda", **{"max-steps": 20})
     result = train(model_cfg, train_cfg, token_dir, tmp_path / "gpu")
     assert math.isfinite(result.best_val_loss)
-    state = load_checkpoint(tmp_path / "gpu" / rundir.BEST, map_location="cpu")
-    from lmcli.models import build_model
-
-    model = build_model(model_cfg)
-    model.load_state_dict(state["model"])
+    model, _ = load_model(tmp_path / "gpu", "cpu")  # its best.safetensors
     logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
     assert torch.isfinite(logits).all()
 
