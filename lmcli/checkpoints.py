@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcli.errors import InputError
-from lmcli.files import atomic_write
+from lmcli.files import FORMAT_VERSION, atomic_write, readable_format
 from lmcli.weights import Weights, read_weights, resolve_weights
 
 if TYPE_CHECKING:
@@ -26,13 +26,11 @@ if TYPE_CHECKING:
 
     from lmcli.models import LanguageModel
 
-SCHEMA_VERSION = 1
-
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch  # here, not above: lmcli sample's numpy path reads checkpoints without torch
 
-    atomic_write(path, lambda f: torch.save({"schema_version": SCHEMA_VERSION, **state}, f))
+    atomic_write(path, lambda f: torch.save({"schema_version": FORMAT_VERSION, **state}, f))
 
 
 def check_archive(path: Path) -> None:
@@ -74,8 +72,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise InputError(
             f"{path} is not a loadable lmcli checkpoint (truncated or foreign file: {first[:100]})"
         ) from None
-    if not isinstance(state, dict) or state.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{path} is not an lmcli checkpoint of schema {SCHEMA_VERSION}")
+    if not isinstance(state, dict) or not readable_format(state.get("schema_version")):
+        raise InputError(f"{path} is not an lmcli checkpoint of schema 1 or 2")
     return state
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union
@@ -125,38 +125,48 @@ NormPlacement = Literal["pre", "post"]
 MlpKind = Literal["gelu", "swiglu", "relu2"]
 
 
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A config field that is also a flag of `lmcli train` (lmcli/cli/options.py makes the flag
+    from its name, type and help; a Literal type's values are listed after the help)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: a decoder-only transformer or a recurrent (LSTM/GRU) baseline."""
 
-    model: ModelKind = "transformer"
+    model: ModelKind = setting("transformer", "The network:")
     # Set from the token data's meta.json, never by hand.
-    vocab_size: int = 256
-    layers: int = 4
+    vocab_size: int = setting(256, "", flag=False)
+    layers: int = setting(4, "Number of layers.")
     # Transformer: residual width C. LSTM/GRU: hidden size.
-    width: int = 128
-    heads: int = 4
-    # Key/value heads: = heads is multi-head, 1 is multi-query, a divisor between is grouped-query.
+    width: int = setting(128, "Residual width (transformer) or hidden size (LSTM/GRU).")
+    heads: int = setting(4, "Attention (query) heads.")
     # None means "= heads".
-    kv_heads: int | None = None
+    kv_heads: int | None = setting(
+        None, "Key/value heads: = heads is multi-head, 1 multi-query, a divisor grouped-query."
+    )
     # Context length T (tokens the model sees at once; the training sequence length).
-    context: int = 64
-    pos: PosKind = "rope"
-    norm: NormKind = "rmsnorm"
-    norm_placement: NormPlacement = "pre"
-    mlp: MlpKind = "gelu"
-    # Sliding-window width W for the local layers; None means every layer is global.
-    window: int | None = None
-    # Layer pattern, repeated over the layers: "S" is a sliding-window (local) layer, "L" a global
-    # one. "SL" alternates, as GPT-3 did; "SSSL" is nanochat's. Ignored when window is None.
-    window_pattern: str = "SL"
-    dropout: float = 0.0
-    # Share the token embedding with the LM head.
-    tie: bool = True
-    # Bias in linear layers and norms.
-    bias: bool = False
-    # LSTM/GRU embedding size; None means = width (which also allows a tied head).
-    embedding: int | None = None
+    context: int = setting(64, "Context length in tokens (the training sequence length).")
+    pos: PosKind = setting("rope", "Positions:")
+    norm: NormKind = setting("rmsnorm", "Norm:")
+    norm_placement: NormPlacement = setting(
+        "pre", "Norm before each sublayer (GPT-2 onwards) or after its residual addition (2017):"
+    )
+    mlp: MlpKind = setting("gelu", "MLP activation:")
+    # None means every layer is global.
+    window: int | None = setting(
+        None, "Sliding-window width W of the local layers (none: all global)."
+    )
+    # "SL" alternates, as GPT-3 did; "SSSL" is nanochat's. Ignored when window is None.
+    window_pattern: str = setting(
+        "SL", "Layer pattern, repeated over the layers: S local, L global (SL alternates)."
+    )
+    dropout: float = setting(0.0, "Dropout probability.")
+    tie: bool = setting(True, "Share the token embedding with the LM head.")
+    bias: bool = setting(False, "Biases in linear layers and LayerNorm.")
+    # None means = width (which also allows a tied head).
+    embedding: int | None = setting(None, "LSTM/GRU embedding size (default: width).")
 
     @property
     def n_kv_heads(self) -> int:
@@ -287,39 +297,44 @@ def model_config_from_json(text: str, where: str) -> ModelConfig:
 class TrainConfig:
     """How to train: optimisation, budget, evaluation, device. Flags share the field names."""
 
-    batch_size: int = 32
-    # Micro-batches per optimiser step: the step sees batch_size * grad_accum sequences.
-    grad_accum: int = 1
-    # Peak learning rate, reached after `warmup` steps, then cosine decay to lr * min_lr_ratio.
-    lr: float = 3e-3
-    warmup: int = 50
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.1
-    # "adamw" for every parameter, or "muon": Muon for the hidden matrices at `muon_lr`, AdamW at
-    # `lr` for embeddings, head, gains and biases (lmcli/training/optim.py).
-    optimizer: str = "adamw"
-    muon_lr: float = 0.02
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    # Budgets: steps and/or seconds of training (evaluation and checkpoints not counted). The
-    # schedule runs to whichever ends first. Neither set: train until Ctrl-C (cosine over 5000).
-    max_steps: int | None = None
-    max_time: float | None = None
-    # Evaluate on the whole validation split every N steps (and at the end).
-    eval_every: int = 250
-    # Also evaluate whenever this many seconds of training passed since the last evaluation
-    # (learning curves of time-budgeted runs, whose step count is not known in advance).
-    eval_interval: float | None = None
-    # Print a log line / metrics row every N steps.
-    log_every: int = 10
-    device: str = "auto"
-    dtype: str = "auto"
-    # torch.compile the model; None means on for CUDA, off elsewhere (CPU compiles take minutes).
-    compile: bool | None = None
-    # CPU threads; None measures 1 and one per core and keeps the faster (devices.py).
-    threads: int | None = None
-    seed: int = 1337
+    batch_size: int = setting(32, "Sequences per micro-batch.")
+    # The step sees batch_size * grad_accum sequences.
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    # Reached after `warmup` steps, then cosine decay to lr * min_lr_ratio.
+    lr: float = setting(3e-3, "Peak learning rate (of every parameter AdamW updates).")
+    warmup: int = setting(50, "Linear warmup steps.")
+    min_lr_ratio: float = setting(0.0, "The cosine decays to lr times this.")
+    weight_decay: float = setting(0.1, "Decoupled weight decay of the weight matrices.")
+    # Muon: the hidden matrices at `muon_lr`, AdamW at `lr` for embeddings, head, gains and
+    # biases (lmcli/training/optim.py).
+    optimizer: str = setting(
+        "adamw", "adamw, or muon: Muon for the hidden matrices, AdamW at --lr for the rest."
+    )
+    muon_lr: float = setting(0.02, "Peak learning rate of the Muon matrices.")
+    beta1: float = setting(0.9, "AdamW's first-moment decay, in [0, 1).")
+    beta2: float = setting(0.99, "AdamW's second-moment decay, in [0, 1).")
+    grad_clip: float = setting(1.0, "Clip the gradients' global norm to this.")
+    # Steps and/or seconds of training (evaluation and checkpoints not counted); the schedule
+    # runs to whichever ends first. Neither set: train until Ctrl-C (cosine over 5000 steps).
+    max_steps: int | None = setting(None, "Stop after this many steps.")
+    max_time: float | None = setting(
+        None, "Stop after this much training time (90s, 3m, 1h30m; eval excluded).", duration=True
+    )
+    eval_every: int = setting(250, "Evaluate on the whole validation split every N steps.")
+    # Learning curves of time-budgeted runs, whose step count is not known in advance.
+    eval_interval: float | None = setting(
+        None, "Also evaluate every this much training time (30s, 2m).", duration=True
+    )
+    log_every: int = setting(10, "Log a line and a metrics row every N steps.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    dtype: str = setting("auto", "auto, float32, bfloat16 or float16 (autocast).")
+    # None means on for CUDA, off elsewhere (CPU compiles take minutes).
+    compile: bool | None = setting(None, "torch.compile the model (default: on for CUDA).")
+    # None measures 1 and one per core and keeps the faster (devices.py).
+    threads: int | None = setting(
+        None, "CPU threads (default: 1 or one per core, whichever a timed step says)."
+    )
+    seed: int = setting(1337, "Random seed (any non-negative integer).")
 
     def validate(self) -> None:
         at_least_one = {

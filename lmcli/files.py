@@ -21,6 +21,10 @@ from typing import IO, Any
 from lmcli.errors import InputError
 from lmcli.machine import free_disk
 
+# lmcli's file format: every file lmcli writes records it (config.json, meta.json, tokenizer.json,
+# a weights file's metadata, last.pt) as its schema_version. 1 was lmcli 0.1's; it still reads.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 # lmcli's JSON files are small: the largest, a char vocabulary of every Unicode code point
 # (JSON-escaped), is ~13 MB.
 MAX_JSON_BYTES = 64 << 20
@@ -35,6 +39,12 @@ def cache_dir() -> Path:
         return Path(os.environ["LMCLI_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lmcli"
+
+
+def readable_format(version: object) -> bool:
+    return (
+        isinstance(version, int) and not isinstance(version, bool) and version in READABLE_FORMATS
+    )
 
 
 def temporary_name(path: Path, suffix: str = "") -> Path:

@@ -38,10 +38,12 @@ from lmcli import __version__
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta
 from lmcli.errors import ConfigError, InputError
 from lmcli.files import (
+    FORMAT_VERSION,
     atomic_write_bytes,
     is_temporary,
     make_dir,
     read_json_file,
+    readable_format,
     sweep_stale,
     write_json,
 )
@@ -55,7 +57,6 @@ LEGACY = ("best.pt", STATE)  # what lmcli 0.1 sampled from (its last.pt still re
 METRICS = "metrics.jsonl"
 DATA_DIR = "data"
 LOCK_FILE = ".lock"
-SCHEMA_VERSION = 2  # 1: lmcli 0.1, with an absolute data path and no fingerprint
 # Files of a run lmcli writes, copies or makes: what `new_run` removes after an early failure.
 RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, RANKS_FILE, META_FILE, METRICS, STATE, BEST,
              LAST_WEIGHTS, LOCK_FILE)  # fmt: skip
@@ -241,7 +242,7 @@ def create(run_dir: Path, token_dir: Path, record: dict[str, Any]) -> None:
     copy_data_files(token_dir, run_dir)
     own = token_dir.absolute().resolve() == (run_dir / DATA_DIR).absolute().resolve()
     config = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": FORMAT_VERSION,
         "lmcli_version": __version__,
         # The run's own data by a relative path (the folder can move); other data as given.
         "data": DATA_DIR if own else str(token_dir.absolute()),
@@ -265,7 +266,7 @@ def load_config(run_dir: Path) -> RunConfig:
         raise InputError(f"{run_dir} is not an lmcli run directory (no {CONFIG_FILE})")
     config = read_json_file(path)
     version = config.get("schema_version")
-    if version not in (1, SCHEMA_VERSION):
+    if not readable_format(version):  # 1: lmcli 0.1's, an absolute data path, no fingerprint
         raise InputError(f"{path}: unsupported run schema {version!r}")
     record, data = config.get("config"), config.get("data")
     fingerprint = config.get("data_fingerprint")

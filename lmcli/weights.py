@@ -30,14 +30,13 @@ import numpy as np
 from lmcli import __version__
 from lmcli.config import ModelConfig
 from lmcli.errors import InputError
-from lmcli.files import atomic_write, cache_dir
+from lmcli.files import FORMAT_VERSION, atomic_write, cache_dir
 
 if TYPE_CHECKING:
     import torch
 
 Shape = tuple[int, ...]
 Array = np.ndarray[Any, np.dtype[Any]]
-WEIGHTS_SCHEMA = "2"  # lmcli's file format 2 (0.1 wrote torch.save checkpoints only)
 
 
 def mlp_hidden(cfg: ModelConfig) -> int:
@@ -166,7 +165,7 @@ def save_weights(
     metadata = {
         "format": "pt",
         "lmcli_version": __version__,
-        "lmcli_schema": WEIGHTS_SCHEMA,
+        "lmcli_schema": str(FORMAT_VERSION),  # lmcli 0.1 wrote no weights files
         "lmcli_config": json.dumps(dataclasses.asdict(cfg)),
         "lmcli_sha256": content_hash(arrays),
         **{f"lmcli_{k}": json.dumps(v) for k, v in facts.items()},

@@ -7,30 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
+from lmcli.cli.options import option
 from lmcli.cli.render import note, print_grid, print_json, user_errors
 from lmcli.cli.signals import stop_at_once
 from lmcli.errors import ConfigError
 
 
-def _opt(help: str, **kw: Any) -> Any:
-    return typer.Option(help=help, show_default=False, **kw)
-
-
 def bench(
     suite: Annotated[
-        str, _opt("Comma-separated: tokenize, train, sample, or all. \\[default: all]")
+        str, option("Comma-separated: tokenize, train, sample, or all. \\[default: all]")
     ] = "all",
     preset: Annotated[
         str | None,
-        _opt(
+        option(
             "Models, comma-separated: tiny, small (presets) and lstm (2 × 512 on tiny's "
             "settings). \\[default: all three; tiny,lstm with --quick]"
         ),
     ] = None,
-    device: Annotated[str, _opt("auto, cpu, cuda, cuda:N or mps. \\[default: auto]")] = "auto",
+    device: Annotated[str, option("auto, cpu, cuda, cuda:N or mps. \\[default: auto]")] = "auto",
     corpus: Annotated[
         Path | None,
-        _opt(
+        option(
             "A text file to measure on (default: Tiny Shakespeare if already downloaded, "
             "else a synthetic text; nothing is downloaded)."
         ),
@@ -43,8 +40,10 @@ def bench(
             "3 runs per figure.",
         ),
     ] = False,
-    repeats: Annotated[int, _opt("Measured runs per figure, after a warm-up. \\[default: 5]")] = 5,
-    sample_tokens: Annotated[int, _opt("New tokens per sampling run. \\[default: 500]")] = 500,
+    repeats: Annotated[
+        int, option("Measured runs per figure, after a warm-up. \\[default: 5]")
+    ] = 5,
+    sample_tokens: Annotated[int, option("New tokens per sampling run. \\[default: 500]")] = 500,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the figures and the machine as one JSON object.")
     ] = False,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lmcli.cli.options import option
 from lmcli.cli.render import (
     TrainProgress,
     exit_code,
@@ -22,53 +23,50 @@ from lmcli.config import CompareConfig, parse_duration
 from lmcli.presets import PRESETS
 
 
-def _opt(help: str, **kw: Any) -> Any:
-    return typer.Option(help=help, show_default=False, **kw)
-
-
 def compare_rnn(
     corpus: Annotated[
         str,
         typer.Argument(help="A token directory, a text file, or a named corpus (char level)."),
     ] = "shakespeare",
     budget: Annotated[
-        str | None, _opt("Training time per model (90s, 3m), evaluation excluded. \\[default: 3m]")
+        str | None,
+        option("Training time per model (90s, 3m), evaluation excluded. \\[default: 3m]"),
     ] = None,
-    steps: Annotated[int | None, _opt("Optimiser steps per model, instead of --budget.")] = None,
+    steps: Annotated[int | None, option("Optimiser steps per model, instead of --budget.")] = None,
     match: Annotated[
         str,
-        _opt(
+        option(
             "params: recurrent widths matched to the transformer's parameters (±10 %); time: "
             "each model at its own size (RNNs 2 × 128), the same training time. "
             "\\[default: params]"
         ),
     ] = "params",
     models: Annotated[
-        str, _opt("Comma-separated: transformer, lstm, gru. \\[default: transformer,lstm]")
+        str, option("Comma-separated: transformer, lstm, gru. \\[default: transformer,lstm]")
     ] = "transformer,lstm",
     preset: Annotated[
         str,
-        _opt(
+        option(
             f"The transformer's preset ({', '.join(PRESETS)}); its context, batch and "
             "optimiser apply to every model. \\[default: quick]"
         ),
     ] = "quick",
-    rnn_layers: Annotated[int, _opt("Layers of the LSTM/GRU. \\[default: 2]")] = 2,
+    rnn_layers: Annotated[int, option("Layers of the LSTM/GRU. \\[default: 2]")] = 2,
     eval_points: Annotated[
-        int, _opt("Evaluations per model over its budget (the curves). \\[default: 12]")
+        int, option("Evaluations per model over its budget (the curves). \\[default: 12]")
     ] = 12,
     prompt: Annotated[
-        str, _opt("The prompt of every model's sample. \\[default: a newline]")
+        str, option("The prompt of every model's sample. \\[default: a newline]")
     ] = "\n",
-    sample_tokens: Annotated[int, _opt("Tokens in each sample. \\[default: 300]")] = 300,
-    seed: Annotated[int, _opt("Random seed of training and sampling. \\[default: 1337]")] = 1337,
-    device: Annotated[str, _opt("auto, cpu, cuda, cuda:N or mps. \\[default: auto]")] = "auto",
+    sample_tokens: Annotated[int, option("Tokens in each sample. \\[default: 300]")] = 300,
+    seed: Annotated[int, option("Random seed of training and sampling. \\[default: 1337]")] = 1337,
+    device: Annotated[str, option("auto, cpu, cuda, cuda:N or mps. \\[default: auto]")] = "auto",
     threads: Annotated[
-        int | None, _opt("CPU threads for training (default: measured per model).")
+        int | None, option("CPU threads for training (default: measured per model).")
     ] = None,
     out: Annotated[
         Path,
-        _opt(
+        option(
             "The comparison's folder (tokens, one run per model, reports). "
             "\\[default: runs/compare-rnn]"
         ),

@@ -6,51 +6,55 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from lmcli.cli.options import option
 from lmcli.cli.render import note, print_json, user_errors
 from lmcli.cli.signals import stop_at_once
 from lmcli.config import SampleConfig
 from lmcli.errors import ConfigError, InputError
 
 DEFAULTS = SampleConfig()
+SHOWN = True  # sample's defaults are SampleConfig's own: typer shows them
 _PANEL_OUTPUT = "Output"
-
-
-def _opt(help: str, **kw: Any) -> Any:
-    return typer.Option(help=help, **kw)
 
 
 def sample(
     run_dir_or_checkpoint: Annotated[
         Path,
         typer.Argument(
-            help="A run directory from lmcli train (its best.pt, else last.pt) or a checkpoint "
-            "file beside its tokenizer.json.",
+            help="A run directory from lmcli train (its best.safetensors, else "
+            "last.safetensors) or a weights file beside its tokenizer.json.",
             show_default=False,
         ),
     ],
     prompt: Annotated[
-        str | None, _opt(r"Text to continue. \[default: a newline]", show_default=False)
+        str | None, option(r"Text to continue. \[default: a newline]", show_default=False)
     ] = None,
     prompt_file: Annotated[
-        Path | None, _opt("Read the prompt from this UTF-8 file.", show_default=False)
+        Path | None, option("Read the prompt from this UTF-8 file.", show_default=False)
     ] = None,
-    max_new_tokens: Annotated[int, _opt("Tokens to generate per sample.")] = (
+    max_new_tokens: Annotated[int, option("Tokens to generate per sample.", show_default=SHOWN)] = (
         DEFAULTS.max_new_tokens
     ),
     temperature: Annotated[
-        float, _opt("Softmax temperature; 0 is greedy (always the most likely token).")
+        float,
+        option(
+            "Softmax temperature; 0 is greedy (always the most likely token).", show_default=SHOWN
+        ),
     ] = DEFAULTS.temperature,
     top_k: Annotated[
         int | None,
-        _opt("Draw from the K most likely tokens only (K ≥ the vocabulary: all of them)."),
+        option(
+            "Draw from the K most likely tokens only (K ≥ the vocabulary: all of them).",
+            show_default=SHOWN,
+        ),
     ] = DEFAULTS.top_k,
     top_p: Annotated[
         float | None,
-        _opt(
+        option(
             "Draw from the smallest set of tokens whose probabilities reach P (nucleus "
             r"sampling). \[default: off]",
             show_default=False,
@@ -58,7 +62,7 @@ def sample(
     ] = DEFAULTS.top_p,
     context_window: Annotated[
         int | None,
-        _opt(
+        option(
             "Condition on the W most recent tokens at most (W ≤ the model's context). Past W "
             "tokens the oldest are dropped so that the newest W - W//4 remain, and the cache or "
             "state is refilled from them: the model always sees between 3W/4 and W recent "
@@ -67,33 +71,41 @@ def sample(
             show_default=False,
         ),
     ] = DEFAULTS.context_window,
-    num_samples: Annotated[int, _opt("Samples, generated together as one batch.")] = (
-        DEFAULTS.num_samples
-    ),
-    seed: Annotated[int, _opt("Random seed: the same seed repeats the same samples.")] = (
-        DEFAULTS.seed
-    ),
+    num_samples: Annotated[
+        int, option("Samples, generated together as one batch.", show_default=SHOWN)
+    ] = (DEFAULTS.num_samples),
+    seed: Annotated[
+        int, option("Random seed: the same seed repeats the same samples.", show_default=SHOWN)
+    ] = (DEFAULTS.seed),
     device: Annotated[
         str,
-        _opt(
-            "cpu (a numpy engine that needs no torch: the fastest for small models), auto, "
-            "cuda, cuda:N or mps (the torch models)."
+        option(
+            "cpu (the C engine, or numpy for an LSTM/GRU: no torch, the fastest for small "
+            "models), auto, cuda, cuda:N or mps (the torch models).",
+            show_default=SHOWN,
         ),
     ] = DEFAULTS.device,
     threads: Annotated[
         int,
-        _opt("CPU threads (one suits a small model: a token is a chain of tiny operations)."),
+        option(
+            "CPU threads (one suits a small model: a token is a chain of tiny operations).",
+            show_default=SHOWN,
+        ),
     ] = DEFAULTS.threads,
     drop_unknown: Annotated[
-        bool, _opt("Drop prompt characters a char model has never seen, instead of refusing.")
+        bool,
+        option(
+            "Drop prompt characters a char model has never seen, instead of refusing.",
+            show_default=SHOWN,
+        ),
     ] = DEFAULTS.drop_unknown,
     stream: Annotated[
         bool | None,
-        _opt(
+        option(
             "Print text as it is generated (the first sample, when there are several). "
             r"\[default: on when stdout is a terminal]",
             show_default=False,
-            rich_help_panel=_PANEL_OUTPUT,
+            panel=_PANEL_OUTPUT,
         ),
     ] = None,
     json_out: Annotated[
@@ -147,7 +159,7 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(cfg.threads))
     # The library is imported only once the arguments are known to be good; on the CPU it never
-    # imports torch (the numpy engine), which saves seconds of startup.
+    # imports torch (the C and numpy engines), which saves seconds of startup.
     import numpy as np
 
     from lmcli.sampling.generate import generate, resolve_window

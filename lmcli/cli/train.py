@@ -12,6 +12,7 @@ import typer
 
 from lmcli import rundir
 from lmcli.checkpoints import check_archive
+from lmcli.cli.options import durations, option, with_settings
 from lmcli.cli.render import (
     TrainProgress,
     exit_code,
@@ -45,10 +46,7 @@ _PANEL_MODEL = "Model"
 _PANEL_TRAIN = "Training"
 
 
-def _opt(help: str, panel: str = _PANEL_MODEL, **kw: Any) -> Any:
-    return typer.Option(help=help, rich_help_panel=panel, show_default=False, **kw)
-
-
+@with_settings
 def train(
     corpus: Annotated[
         str | None,
@@ -59,135 +57,41 @@ def train(
         ),
     ] = None,
     preset: Annotated[
-        str | None, _opt(f"Start from a preset: {', '.join(PRESETS)}. \\[default: quick]")
+        str | None,
+        option(f"Start from a preset: {', '.join(PRESETS)}. \\[default: quick]", _PANEL_MODEL),
     ] = None,
     config: Annotated[
-        Path | None, _opt("A TOML or JSON file of settings, keys spelled as these flags.")
+        Path | None,
+        option("A TOML or JSON file of settings, keys spelled as these flags.", _PANEL_MODEL),
     ] = None,
-    model: Annotated[str | None, _opt("transformer, lstm or gru.")] = None,
-    layers: Annotated[int | None, _opt("Number of layers.")] = None,
-    width: Annotated[int | None, _opt("Residual width (transformer) or hidden size (RNN).")] = None,
-    heads: Annotated[int | None, _opt("Attention (query) heads.")] = None,
-    kv_heads: Annotated[
-        int | None,
-        _opt("Key/value heads: = heads is multi-head, 1 multi-query, a divisor grouped-query."),
-    ] = None,
-    context: Annotated[int | None, _opt("Context length in tokens.")] = None,
-    pos: Annotated[str | None, _opt("Positions: learned, sinusoidal, rope or none.")] = None,
-    norm: Annotated[str | None, _opt("layernorm or rmsnorm.")] = None,
-    norm_placement: Annotated[str | None, _opt("pre (GPT-2 onwards) or post (2017).")] = None,
-    mlp: Annotated[str | None, _opt("MLP activation: gelu, swiglu or relu2.")] = None,
-    window: Annotated[
-        int | None, _opt("Sliding-window width for local layers (none: all global).")
-    ] = None,
-    window_pattern: Annotated[
-        str | None, _opt("Layer pattern, repeated: S local, L global (SL alternates).")
-    ] = None,
-    dropout: Annotated[float | None, _opt("Dropout probability.")] = None,
-    tie: Annotated[bool | None, _opt("Tie the LM head to the token embedding.")] = None,
-    bias: Annotated[bool | None, _opt("Biases in linear layers and LayerNorm.")] = None,
-    embedding: Annotated[int | None, _opt("LSTM/GRU embedding size (default: width).")] = None,
-    batch_size: Annotated[int | None, _opt("Sequences per micro-batch.", _PANEL_TRAIN)] = None,
-    grad_accum: Annotated[
-        int | None, _opt("Micro-batches per optimizer step.", _PANEL_TRAIN)
-    ] = None,
-    lr: Annotated[float | None, _opt("Peak learning rate.", _PANEL_TRAIN)] = None,
-    warmup: Annotated[int | None, _opt("Linear warmup steps.", _PANEL_TRAIN)] = None,
-    min_lr_ratio: Annotated[
-        float | None, _opt("Cosine decays to lr times this.", _PANEL_TRAIN)
-    ] = None,
-    weight_decay: Annotated[
-        float | None, _opt("Decoupled weight decay of the weight matrices.", _PANEL_TRAIN)
-    ] = None,
-    beta1: Annotated[
-        float | None, _opt("AdamW's first-moment decay, in [0, 1). \\[default: 0.9]", _PANEL_TRAIN)
-    ] = None,
-    beta2: Annotated[
-        float | None,
-        _opt(
-            "AdamW's second-moment decay, in [0, 1). \\[default: 0.99; gpt2-small 0.95]",
-            _PANEL_TRAIN,
-        ),
-    ] = None,
-    grad_clip: Annotated[
-        float | None,
-        _opt("Clip the gradients' global norm to this. \\[default: 1.0]", _PANEL_TRAIN),
-    ] = None,
-    optimizer: Annotated[
-        str | None,
-        _opt(
-            "adamw, or muon: Muon for the hidden matrices, AdamW at --lr for the rest.",
-            _PANEL_TRAIN,
-        ),
-    ] = None,
-    muon_lr: Annotated[
-        float | None, _opt("Peak learning rate of the Muon matrices.", _PANEL_TRAIN)
-    ] = None,
-    max_steps: Annotated[int | None, _opt("Stop after this many steps.", _PANEL_TRAIN)] = None,
-    max_time: Annotated[
-        str | None,
-        _opt("Stop after this much training time (90s, 3m, 1h30m; eval excluded).", _PANEL_TRAIN),
-    ] = None,
-    eval_every: Annotated[
-        int | None, _opt("Evaluate on the whole val split every N steps.", _PANEL_TRAIN)
-    ] = None,
-    eval_interval: Annotated[
-        str | None,
-        _opt(
-            "Also evaluate every this much training time (30s, 2m): curves of timed runs.",
-            _PANEL_TRAIN,
-        ),
-    ] = None,
-    log_every: Annotated[int | None, _opt("Log every N steps.", _PANEL_TRAIN)] = None,
-    device: Annotated[str | None, _opt("auto, cpu, cuda, cuda:N or mps.", _PANEL_TRAIN)] = None,
-    dtype: Annotated[
-        str | None, _opt("auto, float32, bfloat16 or float16 (autocast).", _PANEL_TRAIN)
-    ] = None,
-    compile: Annotated[
-        bool | None, _opt("torch.compile the model (default: on for CUDA).", _PANEL_TRAIN)
-    ] = None,
-    threads: Annotated[
-        int | None,
-        _opt(
-            "CPU threads (default: 1 or one per core, whichever a timed step says).", _PANEL_TRAIN
-        ),
-    ] = None,
-    seed: Annotated[int | None, _opt("Random seed.", _PANEL_TRAIN)] = None,
     tokenizer: Annotated[
         str | None,
-        _opt("For a text corpus: char, bpe or a tiktoken name. \\[default: char]", "Data"),
+        option("For a text corpus: char, bpe or a tiktoken name. \\[default: char]", "Data"),
     ] = None,
-    vocab_size: Annotated[int | None, _opt("For --tokenizer bpe: vocabulary size.", "Data")] = None,
+    vocab_size: Annotated[
+        int | None, option("For --tokenizer bpe: vocabulary size. \\[default: 4096]", "Data")
+    ] = None,
     out: Annotated[
-        Path | None, _opt("Run directory. \\[default: runs/CORPUS-MODEL-TIME]", "Output")
+        Path | None, option("Run directory. \\[default: runs/CORPUS-MODEL-TIME]", "Output")
     ] = None,
     resume: Annotated[
-        Path | None, _opt("Continue the run in this directory from its last checkpoint.", "Output")
+        Path | None,
+        option("Continue the run in this directory from its last checkpoint.", "Output"),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress or log lines.")] = False,
+    **settings: Any,
 ) -> None:
-    """Train a transformer or an LSTM/GRU; leaves a run directory for `lmcli sample`."""
-    flags = {
-        "preset": preset, "model": model, "layers": layers, "width": width, "heads": heads,
-        "kv-heads": kv_heads, "context": context, "pos": pos, "norm": norm,
-        "norm-placement": norm_placement, "mlp": mlp, "window": window,
-        "window-pattern": window_pattern, "dropout": dropout, "tie": tie, "bias": bias,
-        "embedding": embedding, "batch-size": batch_size, "grad-accum": grad_accum, "lr": lr,
-        "warmup": warmup, "min-lr-ratio": min_lr_ratio, "weight-decay": weight_decay,
-        "beta1": beta1, "beta2": beta2, "grad-clip": grad_clip,
-        "optimizer": optimizer, "muon-lr": muon_lr, "max-steps": max_steps,
-        "eval-every": eval_every, "log-every": log_every,
-        "device": device, "dtype": dtype, "compile": compile, "threads": threads, "seed": seed,
-        "tokenizer": tokenizer, "vocab-size": vocab_size,
-    }  # fmt: skip
+    """Train a transformer or an LSTM/GRU; leaves a run directory for `lmcli sample`. Every
+    model and training setting below is also a config-file key of the same spelling."""
+    flags: dict[str, Any] = {"preset": preset, "tokenizer": tokenizer, "vocab-size": vocab_size}
+    flags.update({name.replace("_", "-"): value for name, value in settings.items()})
     with user_errors(), ExitStack() as held:
-        if max_time is not None:
-            flags["max-time"] = parse_duration(max_time)
-        if eval_interval is not None:
-            flags["eval-interval"] = parse_duration(eval_interval, "--eval-interval")
+        for key in durations():
+            if flags.get(key) is not None:
+                flags[key] = parse_duration(flags[key], f"--{key}")
         # Under torchrun, rank 0 alone prepares the run directory (and holds its lock) and prints.
         dist = distributed.setup(resolve_device(str(flags.get("device") or "auto")))
         quiet = quiet or not dist.is_main

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from lmcli.errors import InputError
-from lmcli.files import plain_file_name, read_json_file
+from lmcli.files import FORMAT_VERSION, plain_file_name, read_json_file, readable_format
 
 META_FILE = "meta.json"
-META_SCHEMA_VERSION = 1
 SPLITS = ("train", "val")
 DTYPES = ("<u2", "<u4")
 # Everything `lmcli tokenize` writes into a token directory.
@@ -55,7 +54,7 @@ class TokenMeta:
     corpus: dict[str, Any]  # source, sha256, bytes
     text: dict[str, Any]  # normalisation: mode, bom_stripped, crlf, cr, invalid_bytes
     val_fraction: float
-    schema_version: int = field(default=META_SCHEMA_VERSION)
+    schema_version: int = field(default=FORMAT_VERSION)
 
     def bytes_per_token(self, split: str) -> float:
         s = self.splits[split]
@@ -73,7 +72,7 @@ class TokenMeta:
         if not path.is_file():
             raise InputError(f"{directory} is not a token directory (no {META_FILE})")
         raw = read_json_file(path)
-        if raw.get("schema_version") != META_SCHEMA_VERSION:
+        if not readable_format(raw.get("schema_version")):
             raise InputError(f"{path}: unsupported schema {raw.get('schema_version')!r}")
         return _checked_meta(raw, path)
 

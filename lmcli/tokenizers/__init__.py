@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from lmcli.errors import InputError
-from lmcli.files import read_json_file
+from lmcli.files import FORMAT_VERSION, read_json_file, readable_format
 from lmcli.tokenizers.char import CharTokenizer
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ Tokenizer: TypeAlias = "CharTokenizer | BpeTokenizer"
 
 TOKENIZER_FILE = "tokenizer.json"
 RANKS_FILE = "tokenizer.tiktoken"
-SCHEMA_VERSION = 1
 
 __all__ = ["CharTokenizer", "Tokenizer", "load_tokenizer", "save_tokenizer"]
 
@@ -39,7 +38,7 @@ def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> list[str]:
         write_ranks(directory / RANKS_FILE, tokenizer.mergeable_ranks())
         meta = tokenizer.to_json(RANKS_FILE)
         files = [TOKENIZER_FILE, RANKS_FILE]
-    meta = {"schema_version": SCHEMA_VERSION, **meta}
+    meta = {"schema_version": FORMAT_VERSION, **meta}
     text = json.dumps(meta, ensure_ascii=True, indent=1)
     (directory / TOKENIZER_FILE).write_text(text + "\n", encoding="utf-8")
     return files
@@ -51,8 +50,8 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     if not path.exists():
         raise InputError(f"no tokenizer in {directory} (missing {TOKENIZER_FILE})")
     meta = read_json_file(path)
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(f"{path}: not an lmcli tokenizer file of schema {SCHEMA_VERSION}")
+    if not readable_format(meta.get("schema_version")):
+        raise InputError(f"{path}: not an lmcli tokenizer file (schema 1 or 2)")
     if meta.get("type") == "char":
         chars = meta.get("chars")
         if not isinstance(chars, str):
