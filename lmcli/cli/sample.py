@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -160,12 +162,9 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
         os.environ.setdefault(var, str(cfg.threads))
     # The library is imported only once the arguments are known to be good; on the CPU it never
     # imports torch (the C and numpy engines), which saves seconds of startup.
-    import numpy as np
-
     from lmcli.sampling.generate import generate, resolve_window
     from lmcli.sampling.open import open_model
     from lmcli.sampling.prompt import encode_prompt, unknown_characters
-    from lmcli.sampling.stream import Utf8Stream
 
     start = time.perf_counter()
     loaded = open_model(target, cfg.device)
@@ -173,26 +172,56 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
         from lmcli.devices import configure_threads
 
         configure_threads(cfg.threads)
-    engine, tokenizer = loaded.engine, loaded.tokenizer
-    dropped = unknown_characters(tokenizer, cfg.prompt) if cfg.drop_unknown else []
-    prompt_ids = encode_prompt(tokenizer, cfg.prompt, cfg.drop_unknown)
-    steps = generate(engine, prompt_ids, cfg)  # checks the window and the prompt before any work
-    window = resolve_window(engine, cfg.context_window)
+    dropped = unknown_characters(loaded.tokenizer, cfg.prompt) if cfg.drop_unknown else []
+    prompt_ids = encode_prompt(loaded.tokenizer, cfg.prompt, cfg.drop_unknown)
+    steps = generate(loaded.engine, prompt_ids, cfg)  # checks window and prompt before any work
     step = "" if loaded.step is None else f"step {loaded.step}, "
-    device = loaded.device
     if loaded.note:
         note(f"note: {loaded.note}")
-    note(
-        f"{loaded.weights} ({step}{loaded.params:,} parameters) on {device} ({loaded.engine_name})"
-    )
+    note(f"{loaded.weights} ({step}{loaded.params:,} parameters) on {loaded.device} "
+         f"({loaded.engine_name})")  # fmt: skip
     if dropped:
         note(f"dropped from the prompt: {', '.join(repr(ch) for ch in dropped)}")
-    prompt_text = tokenizer.decode(prompt_ids)
+    prompt_text = loaded.tokenizer.decode(prompt_ids)
     load_seconds = time.perf_counter() - start
-
+    run = _generate(steps, loaded.tokenizer, prompt_text, cfg, streaming)
+    if json_out:
+        shown = ("max_new_tokens", "temperature", "top_k", "top_p", "num_samples", "seed",
+                 "threads")  # fmt: skip
+        settings: dict[str, Any] = {k: getattr(cfg, k) for k in shown}
+        settings.update(context_window=resolve_window(loaded.engine, cfg.context_window),
+                        device=str(loaded.device), dropped_from_prompt=dropped)  # fmt: skip
+        print_json({"samples": run.samples, "prompt": prompt_text, "settings": settings,
+                    "checkpoint": str(loaded.weights), "step": loaded.step,
+                    "params": loaded.params, "engine": loaded.engine_name, "tokens": run.count,
+                    "tokens_per_s": run.count / run.seconds,
+                    "time_to_first_token_s": run.first_token_seconds, "seconds": run.seconds,
+                    "load_seconds": load_seconds})  # fmt: skip
+        return
     header = _headers(cfg.num_samples)
+    for i, sample_text in enumerate(run.samples):
+        if i > 0 or not streaming:
+            _write(_ending(header[i] + prompt_text + sample_text, sample_text))
+
+
+@dataclass(frozen=True)
+class _Generated:
+    samples: list[str]
+    count: int
+    seconds: float
+    first_token_seconds: float
+
+
+def _generate(
+    steps: Iterator[Any], tokenizer: Any, prompt_text: str, cfg: SampleConfig, streaming: bool
+) -> _Generated:
+    """Every sample's text; with `streaming`, the first one is printed as it comes."""
+    import numpy as np
+
+    from lmcli.sampling.stream import Utf8Stream
+
     if streaming:
-        _write(header[0] + prompt_text)
+        _write(_headers(cfg.num_samples)[0] + prompt_text)
     text = Utf8Stream()
     tokens: list[np.ndarray] = []
     start = time.perf_counter()
@@ -207,45 +236,11 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
     seconds = time.perf_counter() - start
     samples = [tokenizer.decode_bytes(row).decode("utf-8", errors="replace") for row in rows]
     count = cfg.num_samples * cfg.max_new_tokens
-    note(
-        f"{count:,} tokens in {seconds:.2f} s: {count / seconds:,.0f} tokens/s; first token "
-        f"after {first_token_seconds * 1000:.0f} ms"
-    )
-
-    if json_out:
-        print_json(
-            {
-                "samples": samples,
-                "prompt": prompt_text,
-                "settings": {
-                    "max_new_tokens": cfg.max_new_tokens,
-                    "temperature": cfg.temperature,
-                    "top_k": cfg.top_k,
-                    "top_p": cfg.top_p,
-                    "context_window": window,
-                    "num_samples": cfg.num_samples,
-                    "seed": cfg.seed,
-                    "device": str(device),
-                    "threads": cfg.threads,
-                    "dropped_from_prompt": dropped,
-                },
-                "checkpoint": str(loaded.weights),
-                "step": loaded.step,
-                "params": loaded.params,
-                "engine": loaded.engine_name,
-                "tokens": count,
-                "tokens_per_s": count / seconds,
-                "time_to_first_token_s": first_token_seconds,
-                "seconds": seconds,
-                "load_seconds": load_seconds,
-            }
-        )
-        return
+    note(f"{count:,} tokens in {seconds:.2f} s: {count / seconds:,.0f} tokens/s; first token "
+         f"after {first_token_seconds * 1000:.0f} ms")  # fmt: skip
     if streaming:
         _write(_ending(text.flush(), samples[0]))
-    for i, sample_text in enumerate(samples):
-        if i > 0 or not streaming:
-            _write(_ending(header[i] + prompt_text + sample_text, sample_text))
+    return _Generated(samples, count, seconds, first_token_seconds)
 
 
 def _headers(count: int) -> list[str]:

@@ -115,37 +115,11 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     tokenizer = _build_tokenizer(cfg, pieces, train_bytes=split)
     tokenizer_seconds = time.perf_counter() - t0
 
-    parent, name = _parent_and_name(out)
-    make_dir(parent, "the output's folder")
-    sweep_stale(parent, prefix=name)  # what a killed tokenize left there
-    tmp = parent / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    make_dir(tmp, f"a temporary folder for {out} in")
-    workers = cfg.threads or min(os.cpu_count() or 1, 4)
-    try:
-        t0 = time.perf_counter()
-        splits, totals = _write_splits(tokenizer, pieces, workers, tmp, corpus.path)
-        encode_seconds = time.perf_counter() - t0
-        meta = TokenMeta(
-            lmcli_version=__version__,
-            tokenizer=cfg.tokenizer_spec,
-            tokenizer_file=save_tokenizer(tokenizer, tmp)[0],
-            vocab_size=tokenizer.vocab_size,
-            dtype=token_dtype(tokenizer.vocab_size).str,
-            splits=splits,
-            corpus={"source": corpus.source, "sha256": digest, "bytes": size},
-            text={
-                "mode": "exact" if cfg.exact else "normalize",
-                "bom_stripped": totals.bom_stripped,
-                "crlf_to_lf": totals.crlf,
-                "cr_to_lf": totals.cr,
-                "invalid_bytes_replaced": totals.invalid_bytes,
-            },
-            val_fraction=cfg.val_fraction,
-        )
-        meta.save(tmp)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    splits, totals, meta = _write_token_dir(
+        out, tokenizer, pieces, cfg, {"source": corpus.source, "sha256": digest, "bytes": size}
+    )
+    encode_seconds = time.perf_counter() - t0
     tokens = splits["train"].tokens + splits["val"].tokens
     return TokenizeResult(
         out_dir=out,
@@ -167,6 +141,47 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         encode_mb_per_s=size / 1e6 / max(encode_seconds, 1e-9),
         seconds=time.perf_counter() - started,
     )
+
+
+def _write_token_dir(
+    out: Path,
+    tokenizer: Tokenizer,
+    pieces: Callable[[str, str, TextStats | None], Iterator[str]],
+    cfg: TokenizeConfig,
+    corpus: dict[str, Any],
+) -> tuple[dict[str, SplitMeta], TextStats, TokenMeta]:
+    """Encode both splits and write the token directory into a temporary folder beside `out`,
+    renamed into place when whole."""
+    parent, name = _parent_and_name(out)
+    make_dir(parent, "the output's folder")
+    sweep_stale(parent, prefix=name)  # what a killed tokenize left there
+    tmp = parent / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    make_dir(tmp, f"a temporary folder for {out} in")
+    workers = cfg.threads or min(os.cpu_count() or 1, 4)
+    try:
+        splits, totals = _write_splits(tokenizer, pieces, workers, tmp, Path(corpus["source"]))
+        meta = TokenMeta(
+            lmcli_version=__version__,
+            tokenizer=cfg.tokenizer_spec,
+            tokenizer_file=save_tokenizer(tokenizer, tmp)[0],
+            vocab_size=tokenizer.vocab_size,
+            dtype=token_dtype(tokenizer.vocab_size).str,
+            splits=splits,
+            corpus=corpus,
+            text={
+                "mode": "exact" if cfg.exact else "normalize",
+                "bom_stripped": totals.bom_stripped,
+                "crlf_to_lf": totals.crlf,
+                "cr_to_lf": totals.cr,
+                "invalid_bytes_replaced": totals.invalid_bytes,
+            },
+            val_fraction=cfg.val_fraction,
+        )
+        meta.save(tmp)
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return splits, totals, meta
 
 
 def _parent_and_name(out: Path) -> tuple[Path, str]:
