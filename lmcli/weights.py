@@ -236,7 +236,8 @@ def _config_of(metadata: dict[str, str], path: Path) -> ModelConfig:
 def _map_tensors(path: Path) -> dict[str, Array]:
     """Each tensor as a read-only float32 view of the memory-mapped file. The header was
     validated by safe_open; here only its offsets are read, to point into the file."""
-    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    # A plain ndarray view of the map: arithmetic on np.memmap instances pays for the subclass.
+    mapped = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     (length,) = struct.unpack("<Q", mapped[:8].tobytes())
     header = json.loads(mapped[8 : 8 + length].tobytes())
     start = 8 + length
