@@ -1,12 +1,15 @@
-"""Named corpora: recipes in data/corpora.json, downloaded on first use, verified, cached.
+"""Named corpora: recipes in data/corpora.json, verified by size and sha256, cached.
 
-A download streams into a temporary file beside the cache entry, is checked against the recipe's
-size and sha256, and only then renamed into place: an interrupted or corrupt download never
+A recipe with a `bundled` copy (Tiny Shakespeare, the default corpus) is decompressed from the
+package itself, so the first `lmcli train` needs no network. Any other is downloaded on first use.
+Either way the text streams into a temporary file beside the cache entry, is checked against the
+recipe's size and sha256, and only then renamed into place: an interrupted or corrupt copy never
 leaves a file that looks finished.
 """
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import http.client
 import json
@@ -36,14 +39,21 @@ class CorpusRecipe:
     filename: str
     bytes: int
     sha256: str
+    # A bz2 copy shipped in the package (data/ in a checkout), read instead of the URL.
+    bundled: str | None = None
+
+
+def _package_file(name: str) -> tuple[Path, bool]:
+    """A file of data/ and whether it is the source checkout's (else the installed copy, which
+    the wheel carries inside lmcli/corpus)."""
+    checkout = _CHECKOUT_DATA / name
+    if checkout.is_file():
+        return checkout, True
+    return Path(str(resources.files("lmcli.corpus") / name)), False
 
 
 def _recipes_file() -> tuple[Path, bool]:
-    """The recipes file and whether it is the source checkout's (else the installed copy)."""
-    checkout = _CHECKOUT_DATA / "corpora.json"
-    if checkout.is_file():
-        return checkout, True
-    return Path(str(resources.files("lmcli.corpus") / "corpora.json")), False
+    return _package_file("corpora.json")
 
 
 def load_catalog() -> dict[str, CorpusRecipe]:
@@ -90,9 +100,10 @@ def fetch(
     data_dir: Path,
     on_bytes: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Return the local path of `recipe`, downloading and verifying it if it is not cached.
+    """Return the local path of `recipe`, unpacking its bundled copy or downloading it (then
+    verifying it) if it is not cached.
 
-    `on_bytes(done, total)` reports download progress.
+    `on_bytes(done, total)` reports progress.
     """
     target = data_dir / recipe.filename
     if target.is_file():
@@ -108,13 +119,19 @@ def fetch(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{recipe.filename}.", suffix=".part", dir=data_dir)
     tmp = Path(tmp_name)
     try:
+        bundled = _package_file(recipe.bundled)[0] if recipe.bundled else None
         with os.fdopen(fd, "wb") as out:
-            digest, size = _download(recipe, out, on_bytes)
+            if bundled is not None and bundled.is_file():
+                digest, size = _unpack(bundled, out, recipe.bytes, on_bytes)
+                what, origin = "the bundled copy", str(bundled)
+            else:
+                digest, size = _download(recipe, out, on_bytes)
+                what, origin = "download", recipe.url
         if size != recipe.bytes or digest != recipe.sha256:
             raise DownloadError(
-                f"download of {recipe.name} failed its check: got {size:,} bytes with sha256 "
+                f"{what} of {recipe.name} failed its check: got {size:,} bytes with sha256 "
                 f"{digest[:12]}…, expected {recipe.bytes:,} bytes with {recipe.sha256[:12]}…",
-                hint=f"the file at {recipe.url} changed or was corrupted; pass a local copy",
+                hint=f"{origin} changed or was corrupted; pass a local copy as the corpus",
             )
         os.replace(tmp, target)
     finally:
@@ -122,12 +139,37 @@ def fetch(
     return target
 
 
+def _unpack(
+    bundled: Path, out: BinaryIO, total: int, on_bytes: Callable[[int, int], None] | None
+) -> tuple[str, int]:
+    """Decompress the bundled bz2 copy into `out`; its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with bz2.open(bundled, "rb") as f:
+            while block := f.read(_BLOCK):
+                digest.update(block)
+                out.write(block)
+                size += len(block)
+                if on_bytes is not None:
+                    on_bytes(size, total)
+    except (OSError, EOFError) as exc:  # a damaged archive
+        raise DownloadError(
+            f"the bundled copy {bundled} cannot be read ({exc})",
+            hint="reinstall lmcli, or pass a local copy of the text as the corpus",
+        ) from None
+    return digest.hexdigest(), size
+
+
 def _download(
     recipe: CorpusRecipe, out: BinaryIO, on_bytes: Callable[[int, int], None] | None
 ) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    hint = f"offline? pass a local copy of {recipe.filename} as the corpus instead"
+    hint = (
+        f"offline? pass a local copy of {recipe.filename} (a file path) as CORPUS instead, "
+        f"or put it at {recipe.filename} in the data folder (--data-dir, $LMCLI_DATA_DIR)"
+    )
     try:
         with urllib.request.urlopen(recipe.url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or recipe.bytes)

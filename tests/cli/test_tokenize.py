@@ -116,14 +116,15 @@ def test_pretrained_offline_is_one_line_error(
 
 
 def test_named_corpus_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named corpus with no bundled copy is downloaded: offline, the hint says what to pass."""
     from lmcli.corpus import named
 
     catalog = named.load_catalog()
     recipe = catalog["shakespeare"].__class__(
-        **{**catalog["shakespeare"].__dict__, "url": "http://127.0.0.1:9/x"}
+        **{**catalog["shakespeare"].__dict__, "url": "http://127.0.0.1:9/x", "bundled": None}
     )
     monkeypatch.setattr(named, "load_catalog", lambda: {"shakespeare": recipe})
     code, _, err = run("shakespeare")
     assert code == 1
     assert "could not download shakespeare" in err
-    assert "pass a local copy of tinyshakespeare.txt" in err
+    assert "pass a local copy of tinyshakespeare.txt (a file path) as CORPUS" in err

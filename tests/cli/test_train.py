@@ -155,3 +155,25 @@ def test_ddp_with_two_gloo_processes(text: Path, tmp_path: Path) -> None:
     assert summary["tokens_seen"] == 10 * 8 * 16 * 2  # global batch = one process with accum 2
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(r)["kind"] == "train" for r in rows) == 1  # one writer (log every 10)
+
+
+def test_the_first_run_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lmcli train` with no corpus, a fresh data cache and no network: Tiny Shakespeare comes
+    from the copy inside the package."""
+    import urllib.request
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("lmcli tried the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    data = tmp_path / "fresh-cache"
+    monkeypatch.setenv("LMCLI_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(*TINY_FLAGS, "--max-steps", "3", "--quiet")
+    assert code == 0, err
+    assert (data / "tinyshakespeare.txt").stat().st_size == 1_115_394
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("shakespeare-quick-")
+    meta = json.loads((run_dir / "data" / "meta.json").read_text())
+    assert meta["corpus"]["sha256"].startswith("86c4e6aa9db7")
+    assert (run_dir / "best.safetensors").is_file()

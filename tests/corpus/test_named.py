@@ -59,7 +59,8 @@ def server(shakespeare_path: Path) -> Iterator[_Server]:
 
 @pytest.fixture
 def recipe(server: _Server) -> CorpusRecipe:
-    return replace(load_catalog()["shakespeare"], url=server.url)
+    """Tiny Shakespeare as a corpus that is downloaded (no bundled copy), from 127.0.0.1."""
+    return replace(load_catalog()["shakespeare"], url=server.url, bundled=None)
 
 
 def test_catalog_has_tiny_shakespeare() -> None:
@@ -130,3 +131,27 @@ def test_resolve_prefers_files_then_names(
     assert resolve_corpus(str(local)).name == "mine"
     with pytest.raises(InputError, match="no such file or named corpus: nope"):
         resolve_corpus("nope")
+
+
+def test_the_bundled_copy_needs_no_network(tmp_path: Path, shakespeare_path: Path) -> None:
+    """Tiny Shakespeare ships in the package: fetching it unpacks and verifies that copy, and
+    never opens the URL (here a closed port)."""
+    recipe = replace(load_catalog()["shakespeare"], url="http://127.0.0.1:9/input.txt")
+    assert recipe.bundled == "tinyshakespeare.txt.bz2"
+    seen: list[tuple[int, int]] = []
+    path = fetch(recipe, tmp_path, lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == shakespeare_path.read_bytes()
+    assert seen[-1] == (recipe.bytes, recipe.bytes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tinyshakespeare.txt"]
+
+
+def test_a_damaged_bundled_copy_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    recipe = replace(load_catalog()["shakespeare"], url="http://127.0.0.1:9/input.txt")
+    damaged = tmp_path / "pkg" / "tinyshakespeare.txt.bz2"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"BZh9" + b"not bz2 data" * 10)
+    monkeypatch.setattr(named, "_CHECKOUT_DATA", damaged.parent)
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match=r"bundled copy .* cannot be read"):
+        fetch(recipe, cache)
+    assert list(cache.iterdir()) == []

@@ -225,6 +225,7 @@ def test_named_corpora_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(named, "_DOWNLOAD_TIMEOUT_S", 2.0)
     recipes = json.loads((Path(named.__file__).parents[2] / "data" / "corpora.json").read_text())
     recipes["corpora"]["shakespeare"]["url"] = "http://127.0.0.1:9/input.txt"
+    del recipes["corpora"]["shakespeare"]["bundled"]  # a corpus that must be downloaded
     fake = tmp_path / "corpora.json"
     fake.write_text(json.dumps(recipes))
     monkeypatch.setattr(named, "_recipes_file", lambda: (fake, True))
