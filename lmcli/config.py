@@ -54,11 +54,14 @@ def check_threads(threads: int | None) -> None:
         raise ConfigError(f"--threads must be at least 1 (got {threads})")
 
 
+DOC_SEPARATORS = ("auto", "eot", "blank-line", "none")
+
+
 @dataclass(frozen=True)
 class TokenizeConfig:
     """What `lmcli tokenize` does; see `lmcli tokenize --help` for each field."""
 
-    # A text file or the name of a corpus in data/corpora.json.
+    # A text file, a directory or glob of them, or the name of a corpus in data/corpora.json.
     corpus: str
     # "char", "bpe" (trained on the corpus) or a pretrained tiktoken encoding name ("gpt2", ...).
     tokenizer: str = "char"
@@ -82,6 +85,11 @@ class TokenizeConfig:
     bpe_train_mb: float = 32.0
     # Threads that encode pieces in parallel; None means min(cores, 4).
     threads: int | None = None
+    # Hold out the last N files of a directory or glob for validation (instead of val_fraction).
+    val_files: int | None = None
+    # What follows each document of a corpus of several files: auto (char: a blank line, else
+    # <|endoftext|>), eot, blank-line or none.
+    doc_separator: str = "auto"
 
     @property
     def bpe_vocab_size(self) -> int:
@@ -114,6 +122,13 @@ class TokenizeConfig:
         if not self.bpe_train_mb > 0 or not math.isfinite(self.bpe_train_mb):
             raise ConfigError(f"--bpe-train-mb must be a positive number (got {self.bpe_train_mb})")
         check_threads(self.threads)
+        if self.val_files is not None and self.val_files < 1:
+            raise ConfigError(f"--val-files must be at least 1 (got {self.val_files})")
+        if self.doc_separator not in DOC_SEPARATORS:
+            raise ConfigError(
+                f"--doc-separator must be one of {', '.join(DOC_SEPARATORS)} "
+                f"(got {self.doc_separator!r})"
+            )
         if self.chunk_bytes < 1024:
             raise ConfigError(f"chunk size must be at least 1024 bytes (got {self.chunk_bytes})")
 

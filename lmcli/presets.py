@@ -120,7 +120,7 @@ DEFAULT_PRESET = "quick"
 _MODEL_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(ModelConfig)} - {"vocab-size"}
 _TRAIN_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
 # How a text corpus is tokenized for a new run (`vocab-size` is --vocab-size, BPE's size).
-DATA_KEYS = {"tokenizer": str, "vocab-size": int}
+DATA_KEYS = {"tokenizer": str, "vocab-size": int, "val-files": int, "doc-separator": str}
 KNOWN_KEYS = _MODEL_KEYS | _TRAIN_KEYS | set(DATA_KEYS) | {"preset"}
 # Keys whose values may be durations ("90s", "3m"), in a file as on the command line.
 DURATIONS = ("max-time", "eval-interval")

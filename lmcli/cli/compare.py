@@ -26,7 +26,10 @@ from lmcli.presets import PRESETS
 def compare_rnn(
     corpus: Annotated[
         str,
-        typer.Argument(help="A token directory, a text file, or a named corpus (char level)."),
+        typer.Argument(
+            help="A token directory, a text file, a directory or quoted glob of text files, or a "
+            "named corpus (tokenized at char level)."
+        ),
     ] = "shakespeare",
     budget: Annotated[
         str | None,

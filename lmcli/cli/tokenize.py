@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmcli.cli.render import ByteProgress, print_json, print_table, user_errors
+from lmcli.cli.render import ByteProgress, note, print_json, print_table, user_errors
 from lmcli.cli.signals import stop_at_once
 from lmcli.config import TokenizeConfig
 from lmcli.corpus.prepare import TokenizeResult, tokenize_corpus
@@ -16,7 +16,11 @@ from lmcli.corpus.prepare import TokenizeResult, tokenize_corpus
 def tokenize(
     corpus: Annotated[
         str,
-        typer.Argument(help="A text file, or a named corpus (shakespeare) to download once."),
+        typer.Argument(
+            help="A text file; a directory of them (read recursively, in sorted order) or a "
+            "quoted glob ('books/**/*.txt'); or a named corpus (shakespeare, which ships with "
+            "lmcli)."
+        ),
     ],
     tokenizer: Annotated[
         str,
@@ -38,6 +42,22 @@ def tokenize(
         float,
         typer.Option(help="Fraction at the end of the corpus (cut at a line) held out for val."),
     ] = 0.1,
+    val_files: Annotated[
+        int | None,
+        typer.Option(
+            help="For a directory or glob: hold out its last N files (sorted order) for "
+            "validation instead of --val-fraction.",
+            show_default=False,
+        ),
+    ] = None,
+    doc_separator: Annotated[
+        str,
+        typer.Option(
+            help="What follows each file of a directory or glob: auto (char: a blank line; "
+            "BPE and pretrained: the <|endoftext|> token, trained into the vocabulary), eot, "
+            "blank-line or none."
+        ),
+    ] = "auto",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -79,12 +99,15 @@ def tokenize(
         bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
     ] = False,
 ) -> None:
-    """Turn a text file or a named corpus into train.bin / val.bin token files + meta.json."""
+    """Turn a text file, a folder of them or a named corpus into train.bin / val.bin token files
+    + meta.json."""
     cfg = TokenizeConfig(
         corpus=corpus,
         tokenizer=tokenizer,
         vocab_size=vocab_size,
         val_fraction=val_fraction,
+        val_files=val_files,
+        doc_separator=doc_separator,
         out=out,
         force=force,
         exact=exact,
@@ -95,6 +118,7 @@ def tokenize(
     with user_errors(), stop_at_once():
         with ByteProgress() as progress:
             result = tokenize_corpus(cfg, progress)
+        skipped_note(result.skipped)
         if json_out:
             print_json(result.to_dict())
         else:
@@ -103,7 +127,7 @@ def tokenize(
 
 def _rows(r: TokenizeResult) -> list[tuple[str, str]]:
     return [
-        ("corpus", r.corpus),
+        ("corpus", r.corpus + _documents(r)),
         ("output", str(r.out_dir)),
         ("tokenizer", r.tokenizer),
         ("vocab size", f"{r.vocab_size:,}"),
@@ -119,6 +143,13 @@ def _rows(r: TokenizeResult) -> list[tuple[str, str]]:
         ("encode speed", f"{r.encode_mb_per_s:.1f} MB/s"),
         ("total time", f"{r.seconds:.2f} s"),
     ]
+
+
+def _documents(r: TokenizeResult) -> str:
+    if r.documents == 1 and not r.skipped:
+        return ""
+    between = {"eot": ", <|endoftext|> after each", "blank-line": ", a blank line after each"}
+    return f" ({r.documents:,} files{between.get(r.separator or '', '')})"
 
 
 def _trained_on(r: TokenizeResult) -> str:
@@ -138,3 +169,14 @@ def _changes(c: dict[str, Any]) -> str:
     if c["invalid_bytes_replaced"]:
         parts.append(f"{c['invalid_bytes_replaced']:,} invalid bytes→U+FFFD")
     return ", ".join(parts) or "none needed"
+
+
+def skipped_note(skipped: list[dict[str, str]], shown: int = 10) -> None:
+    """Name on stderr the files of a directory or glob that were left out, and why."""
+    if not skipped:
+        return
+    note(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} (listed in meta.json):")
+    for entry in skipped[:shown]:
+        note(f"  {entry['name']}: {entry['why']}")
+    if len(skipped) > shown:
+        note(f"  and {len(skipped) - shown} more")

@@ -23,6 +23,7 @@ from lmcli.cli.render import (
     user_errors,
 )
 from lmcli.cli.signals import graceful_stop, stop_at_once
+from lmcli.cli.tokenize import skipped_note
 from lmcli.config import (
     DEFAULT_BPE_VOCAB_SIZE,
     ModelConfig,
@@ -30,13 +31,12 @@ from lmcli.config import (
     TrainConfig,
     parse_duration,
 )
-from lmcli.corpus.named import resolve_corpus
+from lmcli.corpus.documents import locate_corpus
 from lmcli.corpus.prepare import tokenize_corpus
-from lmcli.corpus.text import describe_path
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta
 from lmcli.devices import resolve_device, resolve_placement
 from lmcli.errors import ConfigError, InputError, LmcliError
-from lmcli.presets import PRESETS, as_record, build_configs, load_config_file, resolve
+from lmcli.presets import DATA_KEYS, PRESETS, as_record, build_configs, load_config_file, resolve
 from lmcli.training import distributed
 from lmcli.training.loop import TrainResult, check_data_fits, check_training_memory
 from lmcli.training.loop import train as run_training
@@ -51,8 +51,9 @@ def train(
     corpus: Annotated[
         str | None,
         typer.Argument(
-            help="A token directory (from lmcli tokenize), a text file, or a named corpus. "
-            "\\[default: shakespeare]",
+            help="A token directory (from lmcli tokenize), a text file, a directory or quoted "
+            "glob of text files, or a named corpus. \\[default: shakespeare, which ships with "
+            "lmcli]",
             show_default=False,
         ),
     ] = None,
@@ -71,6 +72,18 @@ def train(
     vocab_size: Annotated[
         int | None, option("For --tokenizer bpe: vocabulary size. \\[default: 4096]", "Data")
     ] = None,
+    val_files: Annotated[
+        int | None,
+        option("For a directory or glob: hold out its last N files for validation.", "Data"),
+    ] = None,
+    doc_separator: Annotated[
+        str | None,
+        option(
+            "For a directory or glob: auto, eot, blank-line or none (see lmcli tokenize "
+            "--help). \\[default: auto]",
+            "Data",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, option("Run directory. \\[default: runs/CORPUS-MODEL-TIME]", "Output")
     ] = None,
@@ -86,7 +99,8 @@ def train(
 ) -> None:
     """Train a transformer or an LSTM/GRU; leaves a run directory for `lmcli sample`. Every
     model and training setting below is also a config-file key of the same spelling."""
-    flags: dict[str, Any] = {"preset": preset, "tokenizer": tokenizer, "vocab-size": vocab_size}
+    flags: dict[str, Any] = {"preset": preset, "tokenizer": tokenizer, "vocab-size": vocab_size,
+                             "val-files": val_files, "doc-separator": doc_separator}  # fmt: skip
     flags.update({name.replace("_", "-"): value for name, value in settings.items()})
     with user_errors(), ExitStack() as held:
         for key in durations():
@@ -157,7 +171,7 @@ def _refuse_ignored(
 ) -> None:
     """--resume continues a run on its own data, model and folder: refuse what it would ignore."""
     given = [f"the corpus {corpus!r}"] if corpus is not None else []
-    given += [f"--{k}" for k in ("tokenizer", "vocab-size", "preset") if flags.get(k) is not None]
+    given += [f"--{k}" for k in (*DATA_KEYS, "preset") if flags.get(k) is not None]
     given += ["--out"] if out is not None else []
     if given:
         raise ConfigError(
@@ -187,19 +201,16 @@ def _new_run(
     _, train_cfg, merged = resolve(flags, config)  # refuse a bad config before any work
     placement = resolve_placement(train_cfg.device, train_cfg.dtype)
     _check_world(train_cfg, processes)
-    tokenizer, vocab_size = merged.get("tokenizer"), merged.get("vocab-size")
+    data = {key: merged.get(key) for key in DATA_KEYS}
     source = Path(corpus)
     is_token_dir = (source / META_FILE).is_file()
-    name = source.name if is_token_dir else (source.stem or corpus)
+    # A corpus that cannot be read is refused before any folder is made.
+    name = source.name if is_token_dir else locate_corpus(corpus).name
     model_name = flags.get("model") or merged.get("preset") or "quick"
     run_dir = out if out is not None else rundir.default_run_dir(f"{name}-{model_name}")
-    if not is_token_dir:  # a corpus that cannot be read is refused before any folder is made
-        problem = describe_path(resolve_corpus(corpus).path)
-        if problem is not None:
-            raise InputError(problem)
     if is_token_dir:  # everything can be checked before the run directory exists
         meta = TokenMeta.load(source)
-        _check_same_tokenizer(source, meta, tokenizer, vocab_size)
+        _check_same_tokenizer(source, meta, data)
         model_cfg, _, _ = resolve(flags, config, vocab_size=meta.vocab_size)
         check_data_fits(meta, model_cfg)
         check_training_memory(model_cfg, train_cfg, placement, processes)
@@ -207,11 +218,16 @@ def _new_run(
     if is_token_dir:
         token_dir = source
     else:
-        if not quiet:
-            note(f"tokenizing {corpus} ({tokenizer or 'char'}) into {run_dir / rundir.DATA_DIR}")
-        cfg = TokenizeConfig(corpus=corpus, tokenizer=tokenizer or "char", vocab_size=vocab_size,
+        cfg = TokenizeConfig(corpus=corpus, tokenizer=data["tokenizer"] or "char",
+                             vocab_size=data["vocab-size"], val_files=data["val-files"],
+                             doc_separator=data["doc-separator"] or "auto",
                              out=run_dir / rundir.DATA_DIR)  # fmt: skip
-        token_dir = tokenize_corpus(cfg).out_dir
+        if not quiet:
+            note(f"tokenizing {corpus} ({cfg.tokenizer}) into {cfg.out}")
+        result = tokenize_corpus(cfg)
+        if not quiet:
+            skipped_note(result.skipped)
+        token_dir = result.out_dir
     meta = TokenMeta.load(token_dir)
     model_cfg, train_cfg, merged = resolve(flags, config, vocab_size=meta.vocab_size)
     check_data_fits(meta, model_cfg)
@@ -220,20 +236,24 @@ def _new_run(
     return Prepared(model_cfg, train_cfg, token_dir, run_dir, resume=False)
 
 
-def _check_same_tokenizer(
-    token_dir: Path, meta: TokenMeta, tokenizer: str | None, vocab_size: int | None
-) -> None:
-    """A token directory is tokenized already: --tokenizer / --vocab-size may only repeat it."""
+def _check_same_tokenizer(token_dir: Path, meta: TokenMeta, data: dict[str, Any]) -> None:
+    """A token directory is tokenized already: --tokenizer / --vocab-size may only repeat it,
+    and how to split and separate a text corpus does not apply."""
+    tokenizer, vocab_size = data["tokenizer"], data["vocab-size"]
     spec = tokenizer
     if tokenizer == "bpe":
         spec = f"bpe{vocab_size or DEFAULT_BPE_VOCAB_SIZE}"
-    if (spec is not None and spec != meta.tokenizer) or (
-        vocab_size is not None and vocab_size != meta.vocab_size
+    text_only = [f"--{k}" for k in ("val-files", "doc-separator") if data[k] is not None]
+    if (
+        (spec is not None and spec != meta.tokenizer)
+        or (vocab_size is not None and vocab_size != meta.vocab_size)
+        or text_only
     ):
         raise ConfigError(
             f"{token_dir} is tokenized already ({meta.tokenizer}, vocabulary "
-            f"{meta.vocab_size:,}): --tokenizer and --vocab-size apply to a text corpus",
-            hint="pass the text file to tokenize it another way, or leave those flags out",
+            f"{meta.vocab_size:,}): --tokenizer, --vocab-size, --val-files and --doc-separator "
+            "apply to a text corpus",
+            hint="pass the text to tokenize it another way, or leave those flags out",
         )
 
 

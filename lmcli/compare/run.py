@@ -29,9 +29,8 @@ import torch
 
 from lmcli import rundir
 from lmcli.config import CompareConfig, ModelConfig, SampleConfig, TokenizeConfig, TrainConfig
-from lmcli.corpus.named import resolve_corpus
+from lmcli.corpus.documents import locate_corpus, open_corpus
 from lmcli.corpus.prepare import tokenize_corpus
-from lmcli.corpus.text import describe_path, scan_text_file
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta, open_tokens
 from lmcli.devices import PeakMemory, describe_machine, resolve_placement
 from lmcli.errors import InputError
@@ -106,9 +105,7 @@ def compare(
     _, first_train, _ = resolve(flags, None)  # a bad preset or setting fails here, before any work
     device = resolve_placement(cfg.device, first_train.dtype).device
     if not (Path(cfg.corpus) / META_FILE).is_file():
-        problem = describe_path(resolve_corpus(cfg.corpus).path)
-        if problem is not None:
-            raise InputError(problem)
+        locate_corpus(cfg.corpus)  # a corpus that cannot be read fails here, before any work
     settings = settings_record(cfg)
     with comparison_folder(cfg.out, settings):
         token_dir = _tokens(cfg, on_event)
@@ -249,9 +246,7 @@ def _tokens(cfg: CompareConfig, on_event: Callable[[Event | Stage], None]) -> Pa
         return source
     out = cfg.out / "data"
     if (out / META_FILE).is_file():  # tokenized by an earlier run of the same comparison
-        corpus = resolve_corpus(cfg.corpus)
-        _, digest = scan_text_file(corpus.path)
-        if TokenMeta.load(out).corpus.get("sha256") != digest:
+        if TokenMeta.load(out).corpus.get("sha256") != open_corpus(cfg.corpus).sha256:
             raise InputError(
                 f"{cfg.corpus} changed since the comparison in {cfg.out} began (its sha256 is "
                 f"not the one in {out / META_FILE})",

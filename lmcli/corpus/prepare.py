@@ -1,8 +1,8 @@
 """`lmcli tokenize`: a corpus in, a token directory out (train.bin, val.bin, tokenizer, meta.json).
 
-The corpus is streamed in pieces (see text.py), so memory stays bounded whatever its size. The
-output is written into a temporary sibling directory and renamed into place at the end: a
-failure or Ctrl-C leaves nothing half-written.
+The corpus (one file or many: see documents.py) is streamed in pieces (see text.py), so memory
+stays bounded whatever its size. The output is written into a temporary sibling directory and
+renamed into place at the end: a failure or Ctrl-C leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -23,8 +23,18 @@ import numpy as np
 
 from lmcli import __version__
 from lmcli.config import TokenizeConfig
-from lmcli.corpus.named import resolve_corpus
-from lmcli.corpus.text import TextStats, find_split, iter_text, scan_text_file
+from lmcli.corpus.documents import (
+    BLANK_LINE,
+    END_OF_TEXT,
+    EOT,
+    Corpus,
+    Piece,
+    iter_pieces,
+    locate_corpus,
+    read_corpus,
+    split_corpus,
+)
+from lmcli.corpus.text import TextStats
 from lmcli.corpus.tokenfiles import (
     SPLITS,
     TOKEN_FILES,
@@ -37,6 +47,7 @@ from lmcli.errors import InputError
 from lmcli.files import make_dir, sweep_stale
 from lmcli.tokenizers import CharTokenizer, Tokenizer, save_tokenizer
 from lmcli.tokenizers.bpe import known_pretrained, pretrained, train_bpe
+from lmcli.tokenizers.char import END_OF_TEXT as EOT_TOKEN
 
 # on_progress(stage, done, total): done and total are bytes of the stage's input.
 OnProgress = Callable[[str, int, int], None]
@@ -55,6 +66,9 @@ class TokenizeResult:
     tokens: int
     train_tokens: int
     val_tokens: int
+    documents: int  # text files read (1 for a file)
+    skipped: list[dict[str, str]]  # files of a directory or glob left out, and why
+    separator: str | None  # between documents: "eot", "blank-line" or None
     bytes_per_token: float
     text_changes: dict[str, Any]
     tokenizer_seconds: float  # BPE training, char scan or encoding load
@@ -82,49 +96,42 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     if cfg.tokenizer not in ("char", "bpe"):
         known_pretrained(cfg.tokenizer)  # fail on an unknown name before any download
     started = time.perf_counter()
-    corpus = resolve_corpus(
+    located = locate_corpus(
         cfg.corpus, cfg.data_dir, lambda done, total: on_progress("download", done, total)
     )
-    out = cfg.out if cfg.out is not None else default_out_dir(corpus.name, cfg.tokenizer_spec)
-    check_output_dir(out, cfg.force, corpus.path)
-    size, digest = scan_text_file(
-        corpus.path, lambda done, total: on_progress("check", done, total)
-    )
-    split = find_split(corpus.path, size, cfg.val_fraction)
-    if not 0 < split < size:
-        raise InputError(
-            f"{corpus.path} ({size:,} bytes) is too small to hold out --val-fraction "
-            f"{cfg.val_fraction} for validation",
-            hint="use a larger corpus or a larger --val-fraction",
-        )
-    ranges = {"train": (0, split), "val": (split, size)}
+    out = cfg.out if cfg.out is not None else default_out_dir(located.name, cfg.tokenizer_spec)
+    check_output_dir(out, cfg.force, [path for path, _ in located.files])
+    corpus = read_corpus(located, on_progress)
+    segments = split_corpus(corpus, cfg.val_fraction, cfg.val_files)
+    separator = doc_separator(cfg, corpus)
+    lengths = {name: sum(s.end - s.start for s in segs) for name, segs in segments.items()}
 
-    def pieces(name: str, label: str, stats: TextStats | None = None) -> Iterator[str]:
-        start, end = ranges[name]
-        return iter_text(
-            corpus.path,
-            start,
-            end,
+    def pieces(name: str, label: str, stats: TextStats | None = None) -> Iterator[Piece]:
+        return iter_pieces(
+            corpus,
+            segments[name],
+            separator,
             exact=cfg.exact,
             chunk_bytes=cfg.chunk_bytes,
             stats=stats,
-            on_bytes=lambda done: on_progress(label, done, end - start),
+            on_bytes=lambda done: on_progress(label, done, lengths[name]),
         )
 
     t0 = time.perf_counter()
-    tokenizer = _build_tokenizer(cfg, pieces, train_bytes=split)
+    tokenizer = _build_tokenizer(cfg, pieces, lengths["train"], separator == EOT)
     tokenizer_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    splits, totals, meta = _write_token_dir(
-        out, tokenizer, pieces, cfg, {"source": corpus.source, "sha256": digest, "bytes": size}
-    )
+    record = {**corpus.record(), "separator": separator}
+    if cfg.val_files is not None:
+        record["val_files"] = cfg.val_files
+    splits, totals, meta = _write_token_dir(out, tokenizer, pieces, cfg, record)
     encode_seconds = time.perf_counter() - t0
     tokens = splits["train"].tokens + splits["val"].tokens
     return TokenizeResult(
         out_dir=out,
         corpus=corpus.source,
-        sha256=digest,
+        sha256=corpus.sha256,
         tokenizer=meta.tokenizer,
         vocab_size=tokenizer.vocab_size,
         dtype=np.dtype(meta.dtype).name,
@@ -133,20 +140,36 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         tokens=tokens,
         train_tokens=splits["train"].tokens,
         val_tokens=splits["val"].tokens,
+        documents=len(corpus.documents),
+        skipped=[{"name": s.name, "why": s.why} for s in corpus.skipped],
+        separator=separator,
         bytes_per_token=totals.bytes / tokens,
         text_changes=meta.text,
         tokenizer_seconds=tokenizer_seconds,
-        bpe_train_mb=min(split, cfg.bpe_train_mb * 1e6) / 1e6 if cfg.tokenizer == "bpe" else None,
+        bpe_train_mb=(
+            min(lengths["train"], cfg.bpe_train_mb * 1e6) / 1e6 if cfg.tokenizer == "bpe" else None
+        ),
         encode_seconds=encode_seconds,
-        encode_mb_per_s=size / 1e6 / max(encode_seconds, 1e-9),
+        encode_mb_per_s=corpus.bytes / 1e6 / max(encode_seconds, 1e-9),
         seconds=time.perf_counter() - started,
     )
+
+
+def doc_separator(cfg: TokenizeConfig, corpus: Corpus) -> str | None:
+    """What follows each document of a corpus of several: `<|endoftext|>` (EOT) or a blank
+    line; None for one document, or when asked for none. `auto` is a blank line for char (its
+    vocabulary stays the text's characters), EOT for BPE and pretrained encodings."""
+    if len(corpus.documents) == 1 or cfg.doc_separator == "none":
+        return None
+    if cfg.doc_separator == "auto":
+        return BLANK_LINE if cfg.tokenizer == "char" else EOT
+    return cfg.doc_separator
 
 
 def _write_token_dir(
     out: Path,
     tokenizer: Tokenizer,
-    pieces: Callable[[str, str, TextStats | None], Iterator[str]],
+    pieces: Callable[[str, str, TextStats | None], Iterator[Piece]],
     cfg: TokenizeConfig,
     corpus: dict[str, Any],
 ) -> tuple[dict[str, SplitMeta], TextStats, TokenMeta]:
@@ -159,7 +182,7 @@ def _write_token_dir(
     make_dir(tmp, f"a temporary folder for {out} in")
     workers = cfg.threads or min(os.cpu_count() or 1, 4)
     try:
-        splits, totals = _write_splits(tokenizer, pieces, workers, tmp, Path(corpus["source"]))
+        splits, totals = _write_splits(tokenizer, pieces, workers, tmp, corpus["source"])
         meta = TokenMeta(
             lmcli_version=__version__,
             tokenizer=cfg.tokenizer_spec,
@@ -190,9 +213,9 @@ def _parent_and_name(out: Path) -> tuple[Path, str]:
     return resolved.parent, resolved.name
 
 
-def check_output_dir(out: Path, force: bool, corpus: Path) -> None:
-    """`out` may be new, or (with --force) a token directory lmcli made that does not hold the
-    corpus: --force never deletes anything else."""
+def check_output_dir(out: Path, force: bool, corpus: list[Path]) -> None:
+    """`out` may be new, or (with --force) a token directory lmcli made that holds no file of
+    the corpus: --force never deletes anything else."""
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir():
@@ -202,9 +225,10 @@ def check_output_dir(out: Path, force: bool, corpus: Path) -> None:
             f"output directory exists: {out}",
             hint="pass --force to replace it, or choose another --out",
         )
-    if corpus.absolute().resolve().is_relative_to(out.absolute().resolve()):
+    inside = [p for p in corpus if p.absolute().resolve().is_relative_to(out.absolute().resolve())]
+    if inside:
         raise InputError(
-            f"--force would delete {out}, which holds the corpus {corpus}",
+            f"--force would delete {out}, which holds the corpus {inside[0]}",
             hint="write the tokens to another folder (--out)",
         )
     if not is_token_dir(out):
@@ -219,10 +243,10 @@ def check_output_dir(out: Path, force: bool, corpus: Path) -> None:
 
 def _write_splits(
     tokenizer: Tokenizer,
-    pieces: Callable[[str, str, TextStats | None], Iterator[str]],
+    pieces: Callable[[str, str, TextStats | None], Iterator[Piece]],
     workers: int,
     tmp: Path,
-    source: Path,
+    source: str,
 ) -> tuple[dict[str, SplitMeta], TextStats]:
     """Encode both splits into tmp/{train,val}.bin; their descriptions and the text's stats."""
     dtype = token_dtype(tokenizer.vocab_size)
@@ -251,16 +275,28 @@ def _write_splits(
 
 
 def _build_tokenizer(
-    cfg: TokenizeConfig, pieces: Callable[[str, str], Iterator[str]], train_bytes: int
+    cfg: TokenizeConfig,
+    pieces: Callable[[str, str], Iterator[Piece]],
+    train_bytes: int,
+    with_eot: bool,
 ) -> Tokenizer:
+    specials = [EOT_TOKEN] if with_eot else []
     if cfg.tokenizer == "char":
         # The vocabulary covers both splits: a character seen only in val must still encode.
-        return CharTokenizer.from_texts(p for name in SPLITS for p in pieces(name, f"scan {name}"))
+        texts = (p for name in SPLITS for p in pieces(name, f"scan {name}") if isinstance(p, str))
+        return CharTokenizer.from_texts(texts, specials)
     if cfg.tokenizer == "bpe":
         # Merges are learned on the training split only, on an even sample of it if it is large.
-        sample = _even_sample(pieces("train", "train BPE"), train_bytes, cfg.bpe_train_mb * 1e6)
-        return train_bpe(sample, cfg.bpe_vocab_size)
-    return pretrained(cfg.tokenizer)
+        texts = (p for p in pieces("train", "train BPE") if isinstance(p, str))
+        sample = _even_sample(texts, train_bytes, cfg.bpe_train_mb * 1e6)
+        return train_bpe(sample, cfg.bpe_vocab_size, specials)
+    encoding = pretrained(cfg.tokenizer)
+    if with_eot and encoding.eot_id is None:
+        raise InputError(
+            f"the {cfg.tokenizer} encoding has no {EOT_TOKEN} token to separate documents",
+            hint="pass --doc-separator blank-line (or none)",
+        )
+    return encoding
 
 
 def _even_sample(pieces: Iterator[str], total: int, budget: float) -> Iterator[str]:
@@ -275,19 +311,27 @@ def _even_sample(pieces: Iterator[str], total: int, budget: float) -> Iterator[s
             yield piece
 
 
-def _encode(tokenizer: Tokenizer, pieces: Iterator[str], workers: int) -> Iterator[np.ndarray]:
-    """Encoded pieces, in order, with up to `workers` pieces encoding at once.
+def _encode(tokenizer: Tokenizer, pieces: Iterator[Piece], workers: int) -> Iterator[np.ndarray]:
+    """Encoded pieces, in order, with up to `workers` pieces encoding at once; END_OF_TEXT is
+    the tokenizer's <|endoftext|> id.
 
     Reading and normalising the next pieces overlaps with encoding; at most workers + 1 pieces
     are in flight, so memory stays bounded.
     """
+
+    def encode(piece: Piece) -> np.ndarray:
+        if piece is END_OF_TEXT:
+            return np.array([tokenizer.eot_id], dtype=np.uint32)
+        assert isinstance(piece, str)
+        return tokenizer.encode(piece)
+
     if workers == 1:
-        yield from map(tokenizer.encode, pieces)
+        yield from map(encode, pieces)
         return
     with ThreadPoolExecutor(workers) as pool:
         pending: deque[Future[np.ndarray]] = deque()
         for piece in pieces:
-            pending.append(pool.submit(tokenizer.encode, piece))
+            pending.append(pool.submit(encode, piece))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:

@@ -158,10 +158,14 @@ def _check_mostly_valid(path: Path, data: bytes, offset: int) -> None:
 
 
 def find_split(path: Path, size: int, val_fraction: float) -> int:
-    """Byte offset where the validation split starts: just after the newline nearest to
-    (1 - val_fraction) of the file (the first after it, else the last before it), else at the
-    first character boundary there. 0 or `size` mean one split would be empty."""
-    target = int(size * (1.0 - val_fraction))
+    """Byte offset where the validation split of a one-file corpus starts (see find_cut)."""
+    return find_cut(path, size, int(size * (1.0 - val_fraction)))
+
+
+def find_cut(path: Path, size: int, target: int) -> int:
+    """A byte offset near `target`: just after the nearest newline (the first after it, else
+    the last before it), else at the first character boundary there. 0 or `size` mean the text
+    has no cut before or after its end."""
     window = 1 << 20
     with path.open("rb") as f:
         f.seek(target)

@@ -56,7 +56,7 @@ def load_tokenizer(directory: Path) -> Tokenizer:
         chars = meta.get("chars")
         if not isinstance(chars, str):
             raise InputError(f"{path}: chars must be a string of the vocabulary's characters")
-        return CharTokenizer.checked(chars, str(path))
+        return CharTokenizer.checked(chars, str(path), meta.get("special_tokens"))
     if meta.get("type") == "bpe":
         from lmcli.tokenizers.bpe import from_json
 

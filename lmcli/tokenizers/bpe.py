@@ -25,6 +25,7 @@ import tiktoken
 
 from lmcli.errors import DownloadError, InputError
 from lmcli.files import plain_file_name
+from lmcli.tokenizers.char import END_OF_TEXT
 
 # GPT-4's pre-split pattern (cl100k_base): words with their leading space, numbers of up to three
 # digits, punctuation runs, newlines and other whitespace.
@@ -73,6 +74,11 @@ class BpeTokenizer:
     def vocab_size(self) -> int:
         return int(self.encoding.n_vocab)
 
+    @property
+    def eot_id(self) -> int | None:
+        """The id of `<|endoftext|>`, or None when the vocabulary has none."""
+        return self.encoding._special_tokens.get(END_OF_TEXT)
+
     def encode(self, text: str) -> np.ndarray:
         """Token ids (uint32); special-token text is encoded as ordinary text."""
         try:
@@ -116,20 +122,29 @@ class BpeTokenizer:
         }
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
-    """Learn exactly `vocab_size - 256` merges on `texts` (GPT-4 pre-split)."""
+def train_bpe(texts: Iterable[str], vocab_size: int, specials: Sequence[str] = ()) -> BpeTokenizer:
+    """A vocabulary of exactly `vocab_size` tokens: 256 bytes, the merges learned on `texts`
+    (GPT-4 pre-split), then `specials` (such as `<|endoftext|>`) with the last ids."""
     import rustbpe  # training only: encoding and decoding need tiktoken alone
 
+    ordinary = vocab_size - len(specials)
+    if ordinary < 257:
+        raise InputError(
+            f"--vocab-size {vocab_size} leaves no merge beside 256 bytes and "
+            f"{len(specials)} special token{'s' if len(specials) != 1 else ''}",
+            hint=f"use --vocab-size {257 + len(specials)} or more",
+        )
     trainer = rustbpe.Tokenizer()
     parts = (part for text in texts for part in bounded_runs(text))
     trainer.train_from_iterator(
-        parts, vocab_size, buffer_size=_TRAIN_BUFFER_PIECES, pattern=GPT4_PATTERN
+        parts, ordinary, buffer_size=_TRAIN_BUFFER_PIECES, pattern=GPT4_PATTERN
     )
     ranks = {bytes(token): rank for token, rank in trainer.get_mergeable_ranks()}
-    if len(ranks) != vocab_size:
-        smaller = f"use --vocab-size {len(ranks)} or less, or " if len(ranks) > 256 else "use "
+    if len(ranks) != ordinary:
+        most = len(ranks) + len(specials)
+        smaller = f"use --vocab-size {most} or less, or " if len(ranks) > 256 else "use "
         raise InputError(
-            f"the corpus supports only {len(ranks) - 256} merges (vocab {len(ranks)}), "
+            f"the corpus supports only {len(ranks) - 256} merges (vocab {most}), "
             f"not --vocab-size {vocab_size}",
             hint=smaller + "more text (a larger corpus, or a larger --bpe-train-mb)",
         )
@@ -138,7 +153,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
             name=f"lmcli-bpe-{vocab_size}",
             pat_str=trainer.get_pattern(),
             mergeable_ranks=ranks,
-            special_tokens={},
+            special_tokens={token: ordinary + i for i, token in enumerate(specials)},
         ),
         name=f"bpe{vocab_size}",
     )

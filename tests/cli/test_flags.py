@@ -12,14 +12,14 @@ from lmcli.cli.app import COMMANDS, _LazyCommands
 from lmcli.presets import KNOWN_KEYS
 
 FLAGS = {
-    "tokenize": "--bpe-train-mb --data-dir --exact --force --json --out --threads --tokenizer "
-    "--val-fraction --vocab-size",
+    "tokenize": "--bpe-train-mb --data-dir --doc-separator --exact --force --json --out --threads "
+    "--tokenizer --val-files --val-fraction --vocab-size",
     "train": "--batch-size --beta1 --beta2 --bias --compile --config --context --device --dropout "
     "--dtype --embedding --eval-every --eval-interval --grad-accum --grad-clip --heads --json "
     "--kv-heads --layers --log-every --lr --max-steps --max-time --min-lr-ratio --mlp --model "
     "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --quiet --resume --seed "
     "--threads --tie --tokenizer --vocab-size --warmup --weight-decay --width --window "
-    "--window-pattern",
+    "--window-pattern --val-files --doc-separator",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "

@@ -57,9 +57,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "tiny.txt").write_text("x")
     (tmp / "ok.txt").write_text("some text\n" * 100)
     (tmp / "exists").mkdir()
+    (tmp / "pictures").mkdir()
+    (tmp / "pictures" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (tmp / "pictures" / "empty.txt").write_bytes(b"")
     return {
         "missing": (["nope/missing.txt"], "no such file or named corpus"),
-        "directory": ([str(tmp)], "is a directory"),
+        "no text in directory": (
+            [str(tmp / "pictures")],
+            "holds no text file (skipped a.png: looks like a binary file (a NUL byte at offset "
+            "8), not text; empty.txt: is empty)",
+        ),
+        "glob matches nothing": ([str(tmp / "*.md")], "matches no files"),
         "empty": ([str(tmp / "empty.txt")], "is empty"),
         "binary": ([str(tmp / "binary.bin")], "looks like a binary file"),
         "too small": ([str(tmp / "tiny.txt")], "too small to hold out --val-fraction"),
@@ -82,9 +90,9 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
 @pytest.mark.parametrize(
     "case",
     [
-        "missing", "directory", "empty", "binary", "too small", "vocab low", "vocab high",
-        "vocab too big for corpus", "vocab with char", "unknown tokenizer", "bad fraction",
-        "out exists",
+        "missing", "no text in directory", "glob matches nothing", "empty", "binary", "too small",
+        "vocab low", "vocab high", "vocab too big for corpus", "vocab with char",
+        "unknown tokenizer", "bad fraction", "out exists",
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_error(

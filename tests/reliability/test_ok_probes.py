@@ -118,6 +118,11 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def test_corpora_that_are_refused(small: Path, tmp_path: Path) -> None:
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 100
     text = small.read_bytes()
@@ -128,7 +133,7 @@ def test_corpora_that_are_refused(small: Path, tmp_path: Path) -> None:
         (_write(tmp_path / "allbad.txt", bytes(range(128, 256)) * 512), "binary"),
         (_write(tmp_path / "bomonly.txt", b"\xef\xbb\xbf"), "too small to hold out"),
         (_write(tmp_path / "bomnl.txt", b"\xef\xbb\xbf\n"), "holds no text"),
-        (tmp_path, "is a directory"),
+        (_write(_folder(tmp_path / "pictures") / "a.png", png).parent, "holds no text file"),
     ]
     for path, message in cases:
         refused(cli("tokenize", path, "--out", tmp_path / "t"), message)
