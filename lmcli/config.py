@@ -90,6 +90,10 @@ class TokenizeConfig:
     # What follows each document of a corpus of several files: auto (char: a blank line, else
     # <|endoftext|>), eot, blank-line or none.
     doc_separator: str = "auto"
+    # Encode with the tokenizer saved in this run or token directory instead of making one.
+    tokenizer_from: Path | None = None
+    # With tokenizer_from (char): leave out characters its vocabulary lacks instead of refusing.
+    drop_unknown: bool = False
 
     @property
     def bpe_vocab_size(self) -> int:
@@ -103,6 +107,12 @@ class TokenizeConfig:
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:  # NaN fails this too
             raise ConfigError(f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
+        if self.tokenizer_from is not None and (self.tokenizer != "char" or self.vocab_size):
+            raise ConfigError(
+                "--tokenizer-from uses a saved tokenizer: --tokenizer and --vocab-size do not apply"
+            )
+        if self.drop_unknown and self.tokenizer_from is None:
+            raise ConfigError("--drop-unknown applies with --tokenizer-from (or --init-from)")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise ConfigError(
                 f"--vocab-size applies to --tokenizer bpe only (got --tokenizer {self.tokenizer})",

@@ -117,11 +117,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_PRESET = "quick"
 
-_MODEL_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(ModelConfig)} - {"vocab-size"}
+MODEL_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(ModelConfig)} - {"vocab-size"}
 _TRAIN_KEYS = {f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
 # How a text corpus is tokenized for a new run (`vocab-size` is --vocab-size, BPE's size).
 DATA_KEYS = {"tokenizer": str, "vocab-size": int, "val-files": int, "doc-separator": str}
-KNOWN_KEYS = _MODEL_KEYS | _TRAIN_KEYS | set(DATA_KEYS) | {"preset"}
+KNOWN_KEYS = MODEL_KEYS | _TRAIN_KEYS | set(DATA_KEYS) | {"preset"}
 # Keys whose values may be durations ("90s", "3m"), in a file as on the command line.
 DURATIONS = ("max-time", "eval-interval")
 
@@ -193,7 +193,7 @@ def resolve(
 
 def build_configs(record: dict[str, Any], vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
     """Validated configs from flag-spelled keys (unknown keys, e.g. "preset", are ignored)."""
-    model = ModelConfig(vocab_size=vocab_size, **_typed_kwargs(ModelConfig, _MODEL_KEYS, record))
+    model = ModelConfig(vocab_size=vocab_size, **_typed_kwargs(ModelConfig, MODEL_KEYS, record))
     train = TrainConfig(**_typed_kwargs(TrainConfig, _TRAIN_KEYS, record))
     model.validate()
     train.validate()

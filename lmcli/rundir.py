@@ -229,15 +229,19 @@ class RunConfig:
     record: dict[str, Any]  # flag-spelled keys, as `lmcli train` printed them
     data: Path  # the token directory
     fingerprint: str | None  # sha256 of its meta.json when the run began (None: lmcli 0.1)
+    init_from: dict[str, Any] | None = None  # a warm start's source: run, weights, step, sha256
 
 
 def data_fingerprint(token_dir: Path) -> str:
     return hashlib.sha256((token_dir / META_FILE).read_bytes()).hexdigest()
 
 
-def create(run_dir: Path, token_dir: Path, record: dict[str, Any]) -> None:
+def create(
+    run_dir: Path, token_dir: Path, record: dict[str, Any], init_from: dict[str, Any] | None = None
+) -> None:
     """Write a new run's config and a copy of its tokenizer and meta.json (into a folder that
-    `new_run` holds, for a caller that follows the rules)."""
+    `new_run` holds, for a caller that follows the rules); `init_from` says where a warm start
+    began."""
     run_dir.mkdir(parents=True, exist_ok=True)
     copy_data_files(token_dir, run_dir)
     own = token_dir.absolute().resolve() == (run_dir / DATA_DIR).absolute().resolve()
@@ -249,6 +253,8 @@ def create(run_dir: Path, token_dir: Path, record: dict[str, Any]) -> None:
         "data_fingerprint": data_fingerprint(token_dir),
         "config": record,
     }
+    if init_from is not None:
+        config["init_from"] = init_from
     write_json(run_dir / CONFIG_FILE, config)
 
 
@@ -274,10 +280,17 @@ def load_config(run_dir: Path) -> RunConfig:
         raise InputError(f"{path} is damaged: it lacks the run's config or its data")
     if fingerprint is not None and not isinstance(fingerprint, str):
         raise InputError(f"{path} is damaged: data_fingerprint is not a string")
+    init_from = config.get("init_from")
+    if init_from is not None and not (
+        isinstance(init_from, dict)
+        and isinstance(init_from.get("run"), str)
+        and isinstance(init_from.get("weights"), str)
+    ):
+        raise InputError(f"{path} is damaged: init_from does not name a run and its weights")
     data_dir = run_dir / data if not Path(data).is_absolute() else Path(data)
     if version == 1 and not data_dir.is_dir() and (run_dir / DATA_DIR).is_dir():
         data_dir = run_dir / DATA_DIR  # a 0.1 run moved with its own data
-    return RunConfig(record=record, data=data_dir, fingerprint=fingerprint)
+    return RunConfig(record=record, data=data_dir, fingerprint=fingerprint, init_from=init_from)
 
 
 def check_data(run_dir: Path, saved: RunConfig) -> TokenMeta:

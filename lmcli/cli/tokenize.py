@@ -31,6 +31,21 @@ def tokenize(
             "or a pretrained tiktoken encoding (gpt2, cl100k_base, ...).",
         ),
     ] = "char",
+    tokenizer_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Encode with the tokenizer of this run or token directory (e.g. to evaluate "
+            "or fine-tune a run on new text) instead of making one.",
+            show_default=False,
+        ),
+    ] = None,
+    drop_unknown: Annotated[
+        bool,
+        typer.Option(
+            help="With --tokenizer-from a char vocabulary: leave out the characters it lacks "
+            "(counted in meta.json) instead of refusing the corpus."
+        ),
+    ] = False,
     vocab_size: Annotated[
         int | None,
         typer.Option(
@@ -104,6 +119,8 @@ def tokenize(
     cfg = TokenizeConfig(
         corpus=corpus,
         tokenizer=tokenizer,
+        tokenizer_from=tokenizer_from,
+        drop_unknown=drop_unknown,
         vocab_size=vocab_size,
         val_fraction=val_fraction,
         val_files=val_files,
@@ -168,6 +185,9 @@ def _changes(c: dict[str, Any]) -> str:
         parts.append(f"{c['cr_to_lf']:,} CR→LF")
     if c["invalid_bytes_replaced"]:
         parts.append(f"{c['invalid_bytes_replaced']:,} invalid bytes→U+FFFD")
+    if c.get("unknown_dropped"):
+        dropped = c["unknown_dropped"]
+        parts.append(f"{dropped['count']:,} characters outside the vocabulary dropped")
     return ", ".join(parts) or "none needed"
 
 

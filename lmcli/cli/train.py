@@ -36,8 +36,16 @@ from lmcli.corpus.prepare import tokenize_corpus
 from lmcli.corpus.tokenfiles import META_FILE, TokenMeta
 from lmcli.devices import resolve_device, resolve_placement
 from lmcli.errors import ConfigError, InputError, LmcliError
-from lmcli.presets import DATA_KEYS, PRESETS, as_record, build_configs, load_config_file, resolve
-from lmcli.training import distributed
+from lmcli.presets import (
+    DATA_KEYS,
+    MODEL_KEYS,
+    PRESETS,
+    as_record,
+    build_configs,
+    load_config_file,
+    resolve,
+)
+from lmcli.training import distributed, warm_start
 from lmcli.training.loop import TrainResult, check_data_fits, check_training_memory
 from lmcli.training.loop import train as run_training
 
@@ -91,6 +99,22 @@ def train(
         Path | None,
         option("Continue the run in this directory from its last checkpoint.", "Output"),
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        option(
+            "Warm start: begin from this run's weights, architecture and tokenizer, with a "
+            "fresh optimizer and schedule (the corpus is encoded with its tokenizer).",
+            _PANEL_MODEL,
+        ),
+    ] = None,
+    drop_unknown: Annotated[
+        bool,
+        option(
+            "With --init-from a char model: leave out of the corpus the characters its "
+            "vocabulary lacks (else they are refused, listed).",
+            "Data",
+        ),
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
     ] = False,
@@ -113,8 +137,9 @@ def train(
         if dist.is_main:
             try:
                 with stop_at_once():  # a stop while preparing: nothing is left half-made
-                    setup = _prepare(held, corpus, flags, config, resume, out, dist.world_size,
-                                     quiet or json_out)  # fmt: skip
+                    start = Start(init_from, drop_unknown)
+                    setup = _prepare(held, corpus, flags, config, resume, out, start,
+                                     dist.world_size, quiet or json_out)  # fmt: skip
             except (LmcliError, KeyboardInterrupt) as exc:
                 dist.share(getattr(exc, "message", "interrupted"))
                 raise
@@ -125,7 +150,7 @@ def train(
             print_kv("config", as_record(setup.model, setup.train))
         with graceful_stop(note) as stop, TrainProgress(quiet) as progress:
             result = run_training(setup.model, setup.train, setup.token_dir, setup.run_dir,
-                                  setup.resume, progress, stop)  # fmt: skip
+                                  setup.resume, progress, stop, setup.init_from)  # fmt: skip
         if dist.is_main:
             if json_out:
                 print_json(result.to_dict())
@@ -145,6 +170,15 @@ class Prepared:
     token_dir: Path
     run_dir: Path
     resume: bool
+    init_from: Path | None = None  # the weights a warm start begins from
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a new run begins: from scratch, or from a run's weights (--init-from)."""
+
+    init_from: Path | None
+    drop_unknown: bool
 
 
 def _prepare(
@@ -154,25 +188,30 @@ def _prepare(
     config: Path | None,
     resume: Path | None,
     out: Path | None,
+    start: Start,
     processes: int,
     quiet: bool,
 ) -> Prepared:
     """Check everything, then take the run directory (locked until `held` closes) and make or
     reopen the run in it."""
     if resume is not None:
-        _refuse_ignored(resume, corpus, flags, out)
+        _refuse_ignored(resume, corpus, flags, out, start)
         held.enter_context(rundir.existing_run(resume))
         return _resume(resume, flags, config, processes)
-    return _new_run(held, corpus or DEFAULT_CORPUS, flags, config, out, processes, quiet)
+    if start.drop_unknown and start.init_from is None:
+        raise ConfigError("--drop-unknown applies with --init-from (a run's char vocabulary)")
+    return _new_run(held, corpus or DEFAULT_CORPUS, flags, config, out, start, processes, quiet)
 
 
 def _refuse_ignored(
-    run_dir: Path, corpus: str | None, flags: dict[str, Any], out: Path | None
+    run_dir: Path, corpus: str | None, flags: dict[str, Any], out: Path | None, start: Start
 ) -> None:
     """--resume continues a run on its own data, model and folder: refuse what it would ignore."""
     given = [f"the corpus {corpus!r}"] if corpus is not None else []
     given += [f"--{k}" for k in (*DATA_KEYS, "preset") if flags.get(k) is not None]
     given += ["--out"] if out is not None else []
+    given += ["--init-from"] if start.init_from is not None else []
+    given += ["--drop-unknown"] if start.drop_unknown else []
     if given:
         raise ConfigError(
             f"--resume {run_dir} continues that run on its own data and settings: "
@@ -195,45 +234,91 @@ def _new_run(
     flags: dict[str, Any],
     config: Path | None,
     out: Path | None,
+    start: Start,
     processes: int,
     quiet: bool,
 ) -> Prepared:
-    _, train_cfg, merged = resolve(flags, config)  # refuse a bad config before any work
+    source = warm_start.open_source(start.init_from) if start.init_from is not None else None
+    _, train_cfg, merged = _resolve(flags, config, source)  # a bad config fails before any work
     placement = resolve_placement(train_cfg.device, train_cfg.dtype)
     _check_world(train_cfg, processes)
     data = {key: merged.get(key) for key in DATA_KEYS}
-    source = Path(corpus)
-    is_token_dir = (source / META_FILE).is_file()
+    if source is not None and (data["tokenizer"] is not None or data["vocab-size"] is not None):
+        raise ConfigError(
+            f"--init-from {source.run} encodes the corpus with that run's tokenizer: "
+            "--tokenizer and --vocab-size do not apply"
+        )
+    path = Path(corpus)
+    is_token_dir = (path / META_FILE).is_file()
     # A corpus that cannot be read is refused before any folder is made.
-    name = source.name if is_token_dir else locate_corpus(corpus).name
-    model_name = flags.get("model") or merged.get("preset") or "quick"
+    name = path.name if is_token_dir else locate_corpus(corpus).name
+    model_name = merged["model"] if source else flags.get("model") or merged.get("preset")
     run_dir = out if out is not None else rundir.default_run_dir(f"{name}-{model_name}")
     if is_token_dir:  # everything can be checked before the run directory exists
-        meta = TokenMeta.load(source)
-        _check_same_tokenizer(source, meta, data)
-        model_cfg, _, _ = resolve(flags, config, vocab_size=meta.vocab_size)
+        meta = TokenMeta.load(path)
+        _check_same_tokenizer(path, meta, data)
+        if source is not None:
+            warm_start.check_same_tokenizer(path, source)
+        model_cfg, _, _ = _resolve(flags, config, source, vocab_size=meta.vocab_size)
         check_data_fits(meta, model_cfg)
         check_training_memory(model_cfg, train_cfg, placement, processes)
     held.enter_context(rundir.new_run(run_dir))
-    if is_token_dir:
-        token_dir = source
-    else:
-        cfg = TokenizeConfig(corpus=corpus, tokenizer=data["tokenizer"] or "char",
-                             vocab_size=data["vocab-size"], val_files=data["val-files"],
-                             doc_separator=data["doc-separator"] or "auto",
-                             out=run_dir / rundir.DATA_DIR)  # fmt: skip
-        if not quiet:
-            note(f"tokenizing {corpus} ({cfg.tokenizer}) into {cfg.out}")
-        result = tokenize_corpus(cfg)
-        if not quiet:
-            skipped_note(result.skipped)
-        token_dir = result.out_dir
+    token_dir = path if is_token_dir else _tokenize(corpus, data, run_dir, source, start, quiet)
     meta = TokenMeta.load(token_dir)
-    model_cfg, train_cfg, merged = resolve(flags, config, vocab_size=meta.vocab_size)
+    model_cfg, train_cfg, merged = _resolve(flags, config, source, vocab_size=meta.vocab_size)
     check_data_fits(meta, model_cfg)
     record = {**as_record(model_cfg, train_cfg), "preset": merged.get("preset")}
-    rundir.create(run_dir, token_dir, record)
-    return Prepared(model_cfg, train_cfg, token_dir, run_dir, resume=False)
+    rundir.create(run_dir, token_dir, record,
+                  init_from=source.record() if source is not None else None)  # fmt: skip
+    return Prepared(model_cfg, train_cfg, token_dir, run_dir, resume=False,
+                    init_from=source.weights if source is not None else None)  # fmt: skip
+
+
+def _resolve(
+    flags: dict[str, Any],
+    config: Path | None,
+    source: warm_start.Source | None,
+    vocab_size: int = 256,
+) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
+    """The configs of a new run: preset, config file and flags; a warm start's architecture is
+    its source's (a model flag that would change it is refused)."""
+    if source is None:
+        return resolve(flags, config, vocab_size)
+    _, _, merged = resolve(flags, config)
+    explicit = {**(load_config_file(config) if config is not None else {}),
+                **{k: v for k, v in flags.items() if v is not None}}  # fmt: skip
+    merged = {**merged, **warm_start.architecture(source, explicit, MODEL_KEYS)}
+    if vocab_size != 256 and vocab_size != source.model.vocab_size:
+        raise InputError(
+            f"the corpus's tokens have a vocabulary of {vocab_size:,}; the weights of "
+            f"{source.run} expect {source.model.vocab_size:,}"
+        )
+    model_cfg, train_cfg = build_configs(merged, source.model.vocab_size)
+    return model_cfg, train_cfg, merged
+
+
+def _tokenize(
+    corpus: str,
+    data: dict[str, Any],
+    run_dir: Path,
+    source: warm_start.Source | None,
+    start: Start,
+    quiet: bool,
+) -> Path:
+    """Tokenize a text corpus into the run's own data folder."""
+    cfg = TokenizeConfig(corpus=corpus, tokenizer=data["tokenizer"] or "char",
+                         vocab_size=data["vocab-size"], val_files=data["val-files"],
+                         doc_separator=data["doc-separator"] or "auto",
+                         tokenizer_from=source.run if source is not None else None,
+                         drop_unknown=start.drop_unknown,
+                         out=run_dir / rundir.DATA_DIR)  # fmt: skip
+    if not quiet:
+        using = f"{source.run}'s tokenizer" if source is not None else cfg.tokenizer
+        note(f"tokenizing {corpus} ({using}) into {cfg.out}")
+    result = tokenize_corpus(cfg)
+    if not quiet:
+        skipped_note(result.skipped)
+    return result.out_dir
 
 
 def _check_same_tokenizer(token_dir: Path, meta: TokenMeta, data: dict[str, Any]) -> None:
@@ -274,9 +359,12 @@ def _resume(run_dir: Path, flags: dict[str, Any], config: Path | None, processes
     check_training_memory(model_cfg, train_cfg, placement, processes)
     meta = rundir.check_data(run_dir, saved)
     check_data_fits(meta, model_cfg)
+    init_from = None
     if (run_dir / rundir.STATE).exists():
         check_archive(run_dir / rundir.STATE)  # damaged: refused before anything is printed
-    return Prepared(model_cfg, train_cfg, saved.data, run_dir, resume=True)
+    elif saved.init_from is not None:  # a warm start killed before its first save
+        init_from = warm_start.recorded_source(saved.init_from, run_dir)
+    return Prepared(model_cfg, train_cfg, saved.data, run_dir, resume=True, init_from=init_from)
 
 
 def _rows(r: TrainResult) -> list[tuple[str, str]]:

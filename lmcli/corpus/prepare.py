@@ -45,7 +45,7 @@ from lmcli.corpus.tokenfiles import (
 )
 from lmcli.errors import InputError
 from lmcli.files import make_dir, sweep_stale
-from lmcli.tokenizers import CharTokenizer, Tokenizer, save_tokenizer
+from lmcli.tokenizers import CharTokenizer, Tokenizer, load_tokenizer, save_tokenizer
 from lmcli.tokenizers.bpe import known_pretrained, pretrained, train_bpe
 from lmcli.tokenizers.char import END_OF_TEXT as EOT_TOKEN
 
@@ -96,18 +96,22 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     if cfg.tokenizer not in ("char", "bpe"):
         known_pretrained(cfg.tokenizer)  # fail on an unknown name before any download
     started = time.perf_counter()
+    fixed = load_tokenizer(cfg.tokenizer_from) if cfg.tokenizer_from is not None else None
+    spec = fixed.name if fixed is not None else cfg.tokenizer_spec
     located = locate_corpus(
         cfg.corpus, cfg.data_dir, lambda done, total: on_progress("download", done, total)
     )
-    out = cfg.out if cfg.out is not None else default_out_dir(located.name, cfg.tokenizer_spec)
+    out = cfg.out if cfg.out is not None else default_out_dir(located.name, spec)
     check_output_dir(out, cfg.force, [path for path, _ in located.files])
     corpus = read_corpus(located, on_progress)
     segments = split_corpus(corpus, cfg.val_fraction, cfg.val_files)
-    separator = doc_separator(cfg, corpus)
+    separator = doc_separator(cfg, corpus, fixed)
     lengths = {name: sum(s.end - s.start for s in segs) for name, segs in segments.items()}
+    dropped = Dropped("")
 
     def pieces(name: str, label: str, stats: TextStats | None = None) -> Iterator[Piece]:
-        return iter_pieces(
+        stats = stats if stats is not None else TextStats()
+        stream = iter_pieces(
             corpus,
             segments[name],
             separator,
@@ -116,16 +120,26 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
             stats=stats,
             on_bytes=lambda done: on_progress(label, done, lengths[name]),
         )
+        return dropped.apply(stream, stats) if dropped.chars else stream
 
     t0 = time.perf_counter()
-    tokenizer = _build_tokenizer(cfg, pieces, lengths["train"], separator == EOT)
+    if fixed is None:
+        tokenizer = _build_tokenizer(cfg, pieces, lengths["train"], separator == EOT)
+    else:
+        tokenizer = fixed
+        unknown = _unknown_chars(fixed, pieces)
+        if unknown:
+            _refuse_unknown(unknown, corpus.source, cfg)
+            dropped.chars = unknown
     tokenizer_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     record = {**corpus.record(), "separator": separator}
     if cfg.val_files is not None:
         record["val_files"] = cfg.val_files
-    splits, totals, meta = _write_token_dir(out, tokenizer, pieces, cfg, record)
+    if cfg.tokenizer_from is not None:
+        record["tokenizer_from"] = str(cfg.tokenizer_from.absolute())
+    splits, totals, meta = _write_token_dir(out, tokenizer, spec, pieces, cfg, record, dropped)
     encode_seconds = time.perf_counter() - t0
     tokens = splits["train"].tokens + splits["val"].tokens
     return TokenizeResult(
@@ -155,23 +169,78 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
     )
 
 
-def doc_separator(cfg: TokenizeConfig, corpus: Corpus) -> str | None:
+def doc_separator(cfg: TokenizeConfig, corpus: Corpus, fixed: Tokenizer | None) -> str | None:
     """What follows each document of a corpus of several: `<|endoftext|>` (EOT) or a blank
     line; None for one document, or when asked for none. `auto` is a blank line for char (its
-    vocabulary stays the text's characters), EOT for BPE and pretrained encodings."""
+    vocabulary stays the text's characters), EOT for BPE and pretrained encodings; with a given
+    tokenizer, EOT when it has the token."""
     if len(corpus.documents) == 1 or cfg.doc_separator == "none":
         return None
+    if fixed is not None and cfg.doc_separator == EOT and fixed.eot_id is None:
+        raise InputError(
+            f"the tokenizer of {cfg.tokenizer_from} has no {EOT_TOKEN} token to separate documents",
+            hint="pass --doc-separator blank-line (or none)",
+        )
     if cfg.doc_separator == "auto":
+        if fixed is not None:
+            return EOT if fixed.eot_id is not None else BLANK_LINE
         return BLANK_LINE if cfg.tokenizer == "char" else EOT
     return cfg.doc_separator
+
+
+@dataclass
+class Dropped:
+    """Characters a given char vocabulary lacks, left out of the text (--drop-unknown)."""
+
+    chars: str
+    count: int = 0
+
+    def apply(self, pieces: Iterator[Piece], stats: TextStats) -> Iterator[Piece]:
+        """The pieces without those characters; `stats` counts only the text kept."""
+        table = dict.fromkeys(map(ord, self.chars))
+        for piece in pieces:
+            if isinstance(piece, str):
+                kept = piece.translate(table)
+                if len(kept) != len(piece):
+                    self.count += len(piece) - len(kept)
+                    stats.chars -= len(piece) - len(kept)
+                    stats.bytes -= len(piece.encode()) - len(kept.encode())
+                piece = kept
+            yield piece
+
+
+def _unknown_chars(tokenizer: Tokenizer, pieces: Callable[[str, str], Iterator[Piece]]) -> str:
+    """The characters of the corpus a char vocabulary lacks (a BPE one encodes anything)."""
+    if not isinstance(tokenizer, CharTokenizer):
+        return ""
+    seen: set[str] = set()
+    for name in SPLITS:
+        for piece in pieces(name, f"scan {name}"):
+            if isinstance(piece, str):
+                seen.update(piece)
+    return "".join(sorted(seen - set(tokenizer.chars)))
+
+
+def _refuse_unknown(unknown: str, source: str, cfg: TokenizeConfig) -> None:
+    if cfg.drop_unknown:
+        return
+    shown = " ".join(repr(c) for c in unknown[:10])
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    raise InputError(
+        f"{source} has {len(unknown)} character{'s' if len(unknown) != 1 else ''} the char "
+        f"vocabulary of {cfg.tokenizer_from} lacks: {shown}{more}",
+        hint="pass --drop-unknown to leave them out of the text",
+    )
 
 
 def _write_token_dir(
     out: Path,
     tokenizer: Tokenizer,
+    spec: str,
     pieces: Callable[[str, str, TextStats | None], Iterator[Piece]],
     cfg: TokenizeConfig,
     corpus: dict[str, Any],
+    dropped: Dropped,
 ) -> tuple[dict[str, SplitMeta], TextStats, TokenMeta]:
     """Encode both splits and write the token directory into a temporary folder beside `out`,
     renamed into place when whole."""
@@ -183,21 +252,24 @@ def _write_token_dir(
     workers = cfg.threads or min(os.cpu_count() or 1, 4)
     try:
         splits, totals = _write_splits(tokenizer, pieces, workers, tmp, corpus["source"])
+        text: dict[str, Any] = {
+            "mode": "exact" if cfg.exact else "normalize",
+            "bom_stripped": totals.bom_stripped,
+            "crlf_to_lf": totals.crlf,
+            "cr_to_lf": totals.cr,
+            "invalid_bytes_replaced": totals.invalid_bytes,
+        }
+        if dropped.chars:  # counted over both splits, once both are written
+            text["unknown_dropped"] = {"chars": dropped.chars, "count": dropped.count}
         meta = TokenMeta(
             lmcli_version=__version__,
-            tokenizer=cfg.tokenizer_spec,
+            tokenizer=spec,
             tokenizer_file=save_tokenizer(tokenizer, tmp)[0],
             vocab_size=tokenizer.vocab_size,
             dtype=token_dtype(tokenizer.vocab_size).str,
             splits=splits,
             corpus=corpus,
-            text={
-                "mode": "exact" if cfg.exact else "normalize",
-                "bom_stripped": totals.bom_stripped,
-                "crlf_to_lf": totals.crlf,
-                "cr_to_lf": totals.cr,
-                "invalid_bytes_replaced": totals.invalid_bytes,
-            },
+            text=text,
             val_fraction=cfg.val_fraction,
         )
         meta.save(tmp)

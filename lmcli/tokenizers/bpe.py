@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -107,6 +109,15 @@ class BpeTokenizer:
             return self.encoding.decode_single_token_bytes(token)
         except KeyError:
             return "\ufffd".encode()
+
+    def fingerprint(self) -> str:
+        """Equal for two tokenizers exactly when they encode and decode alike: the split
+        pattern, the special tokens and every rank."""
+        digest = hashlib.sha256(self.encoding._pat_str.encode())
+        digest.update(json.dumps(self.encoding._special_tokens, sort_keys=True).encode())
+        for token, rank in sorted(self.encoding._mergeable_ranks.items(), key=lambda t: t[1]):
+            digest.update(b"%d:%s;" % (rank, base64.b64encode(token)))
+        return digest.hexdigest()
 
     def mergeable_ranks(self) -> dict[bytes, int]:
         return dict(self.encoding._mergeable_ranks)

@@ -3,6 +3,8 @@ any special tokens (`<|endoftext|>` between documents, when asked for)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -93,6 +95,10 @@ class CharTokenizer:
 
     def decode_bytes(self, ids: Sequence[int] | np.ndarray) -> bytes:
         return self.decode(ids).encode("utf-8", errors="surrogatepass")
+
+    def fingerprint(self) -> str:
+        """Equal for two tokenizers exactly when they encode and decode alike."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"type": "char", "chars": self.chars}

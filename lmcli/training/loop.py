@@ -130,10 +130,13 @@ def train(
     resume: bool = False,
     on_event: Callable[[Event], None] = _noop,
     should_stop: Callable[[], bool] = lambda: False,
+    init_from: Path | None = None,
 ) -> TrainResult:
-    """Train (or resume) the run in `run_dir` on the token files in `token_dir`."""
+    """Train (or resume) the run in `run_dir` on the token files in `token_dir`; `init_from`, a
+    weights file of the same architecture, is where a warm start's parameters begin."""
     try:
-        return _train(model_cfg, cfg, token_dir, run_dir, resume, on_event, should_stop)
+        return _train(model_cfg, cfg, token_dir, run_dir, resume, on_event, should_stop,
+                      init_from)  # fmt: skip
     except torch.OutOfMemoryError:
         raise LmcliError(
             f"out of memory on {cfg.device} with --batch-size {cfg.batch_size}",
@@ -150,12 +153,15 @@ def _train(
     resume: bool,
     on_event: Callable[[Event], None],
     should_stop: Callable[[], bool],
+    init_from: Path | None,
 ) -> TrainResult:
-    trainer = Trainer(model_cfg, cfg, token_dir, run_dir, on_event)
+    trainer = Trainer(model_cfg, cfg, token_dir, run_dir, on_event, init_from)
     try:
         if resume:
             trainer.resume()
         trainer.start()
+        if init_from is not None and trainer.state.evaluated_step < 0:
+            trainer.evaluate()  # step 0: where the source's weights stand on this data
         interrupted = False
         while trainer.budget_left():
             if trainer.dist.agree(should_stop()):
@@ -207,6 +213,7 @@ class Trainer:
         token_dir: Path,
         run_dir: Path,
         on_event: Callable[[Event], None],
+        init_from: Path | None = None,
     ) -> None:
         self.wall_start = time.perf_counter()
         self.model_cfg, self.cfg, self.run_dir, self.on_event = model_cfg, cfg, run_dir, on_event
@@ -234,6 +241,10 @@ class Trainer:
 
         torch.manual_seed(torch_seed(cfg.seed))
         self.model: LanguageModel = build_model(model_cfg).to(self.device)
+        if init_from is not None:  # a warm start (a resume then loads last.pt over it)
+            import safetensors.torch
+
+            safetensors.torch.load_model(self.model, str(init_from), strict=True)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.placement.needs_grad_scaler)  # fmt: skip

@@ -12,14 +12,14 @@ from lmcli.cli.app import COMMANDS, _LazyCommands
 from lmcli.presets import KNOWN_KEYS
 
 FLAGS = {
-    "tokenize": "--bpe-train-mb --data-dir --doc-separator --exact --force --json --out --threads "
-    "--tokenizer --val-files --val-fraction --vocab-size",
+    "tokenize": "--bpe-train-mb --data-dir --doc-separator --drop-unknown --exact --force --json "
+    "--out --threads --tokenizer --tokenizer-from --val-files --val-fraction --vocab-size",
     "train": "--batch-size --beta1 --beta2 --bias --compile --config --context --device --dropout "
     "--dtype --embedding --eval-every --eval-interval --grad-accum --grad-clip --heads --json "
     "--kv-heads --layers --log-every --lr --max-steps --max-time --min-lr-ratio --mlp --model "
     "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --quiet --resume --seed "
     "--threads --tie --tokenizer --vocab-size --warmup --weight-decay --width --window "
-    "--window-pattern --val-files --doc-separator",
+    "--window-pattern --val-files --doc-separator --init-from --drop-unknown",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
@@ -46,5 +46,13 @@ def test_the_flags_of_each_command(name: str) -> None:
 
 def test_every_train_setting_is_a_flag_and_a_config_key() -> None:
     train = flags_of(_LazyCommands()["train"])
-    invocation = {"--config", "--out", "--resume", "--json", "--quiet"}
+    invocation = {
+        "--config",
+        "--out",
+        "--resume",
+        "--init-from",
+        "--drop-unknown",
+        "--json",
+        "--quiet",
+    }
     assert {flag.removeprefix("--") for flag in train - invocation} == KNOWN_KEYS

@@ -136,3 +136,27 @@ def test_named_corpus_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -
     assert code == 1
     assert "could not download shakespeare" in err
     assert "pass a local copy of tinyshakespeare.txt (a file path) as CORPUS" in err
+
+
+def test_tokenizer_from_encodes_with_a_saved_tokenizer(
+    shakespeare_text: str, tmp_path: Path
+) -> None:
+    from lmcli.corpus.tokenfiles import open_tokens
+    from lmcli.tokenizers import load_tokenizer
+
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text(shakespeare_text[:20_000])
+    second.write_text(shakespeare_text[20_000:30_000])
+    code, _, err = run(str(first), "-t", "bpe", "--vocab-size", "300", "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    code, out, err = run(str(second), "--tokenizer-from", str(tmp_path / "a"), "--json",
+                         "--out", str(tmp_path / "b"))  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["tokenizer"] == "bpe300"
+    tokenizer = load_tokenizer(tmp_path / "a")
+    ids = [int(i) for s in ("train", "val") for i in open_tokens(tmp_path / "b", s)]
+    assert tokenizer.decode(ids) == second.read_text()
+    code, _, err = run(str(second), "--tokenizer-from", str(tmp_path / "a"), "--vocab-size", "400")
+    assert code == 1 and "--tokenizer-from uses a saved tokenizer" in err
+    code, _, err = run(str(second), "--drop-unknown")
+    assert code == 1 and "--drop-unknown applies with --tokenizer-from" in err
