@@ -419,6 +419,33 @@ def parse_duration(text: str, flag: str = "--max-time") -> float:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """What `lmcli eval` measures; the fields are its flags (see `lmcli eval --help`)."""
+
+    # A run directory or a weights file (its run's tokenizer sits beside it).
+    run: Path
+    # A token directory, or text (a file, folder, glob or named corpus); None: the run's data.
+    data: str | None = None
+    # Of a token directory (or the run's data): which split.
+    split: str = "val"
+    # Also the mean loss at each position 0..T-1 of the window.
+    by_position: bool = False
+    # Leave out of a text the characters a char vocabulary lacks, instead of refusing it.
+    drop_unknown: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.split not in ("train", "val"):
+            raise ConfigError(f"--split must be train or val (got {self.split!r})")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        check_threads(self.threads)
+        check_device_name(self.device)
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """How `lmcli sample` generates; the fields are its flags (see `lmcli sample --help`)."""
 

@@ -17,14 +17,19 @@ from typer.core import TyperCommand, TyperGroup
 
 from lmcli import __version__
 
-# name: (module defining a function of that name, "-" spelled "_"; one-line description)
+# name: (module defining a function of that name, "-" spelled "_", or "module:function";
+# one-line description)
 COMMANDS = {
     "tokenize": (
         "lmcli.cli.tokenize",
-        "Turn a text file or a named corpus into token files for training.",
+        "Turn text files or a named corpus into token files for training.",
     ),
     "train": ("lmcli.cli.train", "Train a transformer or an LSTM/GRU language model."),
     "sample": ("lmcli.cli.sample", "Generate text from a trained model."),
+    "eval": (
+        "lmcli.cli.evaluate:evaluate",
+        "Measure a run on any text: loss, perplexity and bits per byte.",
+    ),
     "compare-rnn": (
         "lmcli.cli.compare",
         "Train a transformer and an LSTM/GRU under one budget and compare them side by side.",
@@ -43,8 +48,9 @@ class _LazyCommands(MutableMapping[str, Any]):
 
     def __getitem__(self, name: str) -> TyperCommand:
         if name not in self._built:
-            module, description = COMMANDS[name]  # KeyError for an unknown name
-            function = getattr(importlib.import_module(module), name.replace("-", "_"))
+            where, description = COMMANDS[name]  # KeyError for an unknown name
+            module, _, attribute = where.partition(":")
+            function = getattr(importlib.import_module(module), attribute or name.replace("-", "_"))
             single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
             single.command(name=name, help=description)(function)
             command = typer.main.get_command(single)

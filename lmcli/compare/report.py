@@ -4,13 +4,12 @@ and compact text curves for the terminal."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import pairwise
 from pathlib import Path
 
 from lmcli.compare.run import Comparison, ModelResult
+from lmcli.curves import doubling_spans, span_means, sparkline
 from lmcli.files import write_json
 
-SPARKS = "▁▂▃▄▅▆▇█"
 PICTURE = "curves.png"
 
 
@@ -48,42 +47,19 @@ def _shape(m: ModelResult) -> str:
     return f"{c['layers']} × {c['width']}"
 
 
-def sparkline(values: list[float], width: int = 48) -> str:
-    """Values as a row of block characters, low to high; more than `width` values are averaged
-    in `width` consecutive groups (so a noisy curve shows its trend)."""
-    if not values:
-        return ""
-    if len(values) > width:
-        edges = [round(i * len(values) / width) for i in range(width + 1)]
-        values = [sum(values[a:b]) / (b - a) for a, b in pairwise(edges)]
-    low, high = min(values), max(values)
-    span = high - low or 1.0
-    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values)
-
-
 def text_curves(comparison: Comparison) -> list[str]:
     """Lines for the terminal: each model's val bits/byte over training, and by position."""
     lines = ["val bits/byte over training time (each model's own scale, high to low is good):"]
     for m in comparison.models:
         bpb = [p["val_bpb"] for p in m.curve]
         lines.append(f"  {m.name:<12} {sparkline(bpb)}  {bpb[0]:.3f} → {bpb[-1]:.3f}")
-    spans = _doubling_spans(comparison.context)
+    spans = doubling_spans(comparison.context)
     heads = "  ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
     lines.append(f"val bits/byte by position in the window (mean over positions {heads}):")
     for m in comparison.models:
-        p = m.bpb_by_position
-        means = [sum(p[a - 1 : b]) / (b - a + 1) for a, b in spans]
+        means = span_means(m.bpb_by_position, spans)
         lines.append(f"  {m.name:<12} " + "  ".join(f"{v:.3f}" for v in means))
     return lines
-
-
-def _doubling_spans(context: int) -> list[tuple[int, int]]:
-    """Positions 1, 2-3, 4-7, ... up to the context: where a model's loss falls, evenly shown."""
-    spans, start = [], 1
-    while start <= context:
-        spans.append((start, min(2 * start - 1, context)))
-        start *= 2
-    return spans
 
 
 def write_reports(comparison: Comparison) -> dict[str, Path]:

@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +29,10 @@ from lmcli.corpus.documents import (
     EOT,
     Corpus,
     Piece,
+    Segment,
     iter_pieces,
     locate_corpus,
+    open_corpus,
     read_corpus,
     split_corpus,
 )
@@ -127,10 +129,10 @@ def tokenize_corpus(cfg: TokenizeConfig, on_progress: OnProgress = _noop) -> Tok
         tokenizer = _build_tokenizer(cfg, pieces, lengths["train"], separator == EOT)
     else:
         tokenizer = fixed
-        unknown = _unknown_chars(fixed, pieces)
-        if unknown:
-            _refuse_unknown(unknown, corpus.source, cfg)
-            dropped.chars = unknown
+        unknown = unknown_chars(fixed, (pieces(name, f"scan {name}") for name in SPLITS))
+        if unknown and not cfg.drop_unknown:
+            raise unknown_error(unknown, corpus.source, str(cfg.tokenizer_from))
+        dropped.chars = unknown
     tokenizer_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -209,28 +211,66 @@ class Dropped:
             yield piece
 
 
-def _unknown_chars(tokenizer: Tokenizer, pieces: Callable[[str, str], Iterator[Piece]]) -> str:
-    """The characters of the corpus a char vocabulary lacks (a BPE one encodes anything)."""
+def unknown_chars(tokenizer: Tokenizer, streams: Iterable[Iterator[Piece]]) -> str:
+    """The characters of the streams a char vocabulary lacks (a BPE one encodes anything)."""
     if not isinstance(tokenizer, CharTokenizer):
         return ""
     seen: set[str] = set()
-    for name in SPLITS:
-        for piece in pieces(name, f"scan {name}"):
+    for stream in streams:
+        for piece in stream:
             if isinstance(piece, str):
                 seen.update(piece)
     return "".join(sorted(seen - set(tokenizer.chars)))
 
 
-def _refuse_unknown(unknown: str, source: str, cfg: TokenizeConfig) -> None:
-    if cfg.drop_unknown:
-        return
+def unknown_error(unknown: str, source: str, vocabulary_of: str) -> InputError:
     shown = " ".join(repr(c) for c in unknown[:10])
     more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-    raise InputError(
+    return InputError(
         f"{source} has {len(unknown)} character{'s' if len(unknown) != 1 else ''} the char "
-        f"vocabulary of {cfg.tokenizer_from} lacks: {shown}{more}",
+        f"vocabulary of {vocabulary_of} lacks: {shown}{more}",
         hint="pass --drop-unknown to leave them out of the text",
     )
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """A whole corpus encoded in memory with a given tokenizer (for `lmcli eval`)."""
+
+    tokens: np.ndarray
+    bytes: int  # UTF-8 bytes of the text the tokens decode to
+    documents: int
+    dropped: int  # characters left out (drop_unknown)
+
+
+def encode_text(
+    spec: str,
+    tokenizer: Tokenizer,
+    vocabulary_of: str,
+    *,
+    drop_unknown: bool = False,
+    data_dir: Path | None = None,
+    exact: bool = False,
+) -> EncodedText:
+    """All of a corpus (a file, folder, glob or named corpus) encoded with `tokenizer`, its
+    documents separated as `lmcli tokenize --tokenizer-from` would; characters a char
+    vocabulary lacks are refused, listed, or left out with `drop_unknown`."""
+    corpus = open_corpus(spec, data_dir)
+    segments = [Segment(i, 0, d.bytes) for i, d in enumerate(corpus.documents)]
+    separator = doc_separator(TokenizeConfig(corpus=spec), corpus, tokenizer)
+    stats = TextStats()
+
+    def stream() -> Iterator[Piece]:
+        return iter_pieces(corpus, segments, separator, exact=exact, stats=stats)
+
+    dropped = Dropped(unknown_chars(tokenizer, [stream()]))
+    if dropped.chars and not drop_unknown:
+        raise unknown_error(dropped.chars, corpus.source, vocabulary_of)
+    stats = TextStats()
+    pieces = dropped.apply(stream(), stats) if dropped.chars else stream()
+    parts = list(_encode(tokenizer, pieces, workers=1))
+    tokens = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
+    return EncodedText(tokens, stats.bytes, len(corpus.documents), dropped.count)
 
 
 def _write_token_dir(

@@ -22,6 +22,7 @@ FLAGS = {
     "--window-pattern --val-files --doc-separator --init-from --drop-unknown",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p",
+    "eval": "--batch-size --by-position --device --drop-unknown --json --split --threads",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
     "--prompt --quiet --rnn-layers --sample-tokens --seed --steps --threads",
     "bench": "--corpus --device --json --preset --quick --quiet --repeats --sample-tokens --suite",
