@@ -472,12 +472,20 @@ class SampleConfig:
     threads: int = 1
     # Drop prompt characters a char model has never seen, instead of refusing the prompt.
     drop_unknown: bool = False
+    # A sample ends when its text contains one of these (not shown), or at <|endoftext|>.
+    stop: tuple[str, ...] = ()
+    stop_at_eot: bool = False
+    # Above 1, tokens already in the sequence are less likely again (CTRL's penalty: a positive
+    # logit is divided by it, a negative one multiplied). 1 is off.
+    repetition_penalty: float = 1.0
 
     def validate(self) -> None:
         # Imported here: choose.py needs numpy, which this module leaves to its users.
         from lmcli.sampling.choose import check_settings
 
-        check_settings(self.temperature, self.top_k, self.top_p)
+        check_settings(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+        if any(not s for s in self.stop):
+            raise ConfigError("--stop needs a non-empty string", hint='e.g. --stop "\\n\\n"')
         at_least_one = {"--max-new-tokens": self.max_new_tokens, "--num-samples": self.num_samples}
         for flag, value in at_least_one.items():
             if value < 1:

@@ -17,6 +17,7 @@ from lmcli.cli.render import note, print_json, user_errors
 from lmcli.cli.signals import stop_at_once
 from lmcli.config import SampleConfig
 from lmcli.errors import ConfigError, InputError
+from lmcli.sampling.stop import parse_stop
 
 DEFAULTS = SampleConfig()
 SHOWN = True  # sample's defaults are SampleConfig's own: typer shows them
@@ -101,6 +102,29 @@ def sample(
             show_default=SHOWN,
         ),
     ] = DEFAULTS.drop_unknown,
+    stop: Annotated[
+        list[str] | None,
+        option(
+            "End a sample where its text contains STR (not printed), wherever the tokens "
+            "split it; repeat for several. \\n and \\t are a newline and a tab.",
+            show_default=False,
+        ),
+    ] = None,
+    stop_at_eot: Annotated[
+        bool,
+        option(
+            "End a sample at <|endoftext|> (models trained on a folder of documents).",
+            show_default=SHOWN,
+        ),
+    ] = DEFAULTS.stop_at_eot,
+    repetition_penalty: Annotated[
+        float,
+        option(
+            "Above 1, tokens already in the text become less likely (a positive logit is "
+            "divided by it, a negative one multiplied). 1 is off.",
+            show_default=SHOWN,
+        ),
+    ] = DEFAULTS.repetition_penalty,
     stream: Annotated[
         bool | None,
         option(
@@ -135,6 +159,9 @@ def sample(
             device=device,
             threads=threads,
             drop_unknown=drop_unknown,
+            stop=tuple(parse_stop(s) for s in stop or ()),
+            stop_at_eot=stop_at_eot,
+            repetition_penalty=repetition_penalty,
         )
         cfg.validate()
         streaming = not json_out and (stream if stream is not None else sys.stdout.isatty())
@@ -172,6 +199,13 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
         from lmcli.devices import configure_threads
 
         configure_threads(cfg.threads)
+    eot = loaded.tokenizer.eot_id
+    if cfg.stop_at_eot and eot is None:
+        raise ConfigError(
+            f"--stop-at-eot: the tokenizer of {target} has no <|endoftext|> token",
+            hint="only models trained on a folder of documents (or a pretrained encoding) "
+            "have one; use --stop STR",
+        )
     dropped = unknown_characters(loaded.tokenizer, cfg.prompt) if cfg.drop_unknown else []
     prompt_ids = encode_prompt(loaded.tokenizer, cfg.prompt, cfg.drop_unknown)
     steps = generate(loaded.engine, prompt_ids, cfg)  # checks window and prompt before any work
@@ -184,16 +218,19 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
         note(f"dropped from the prompt: {', '.join(repr(ch) for ch in dropped)}")
     prompt_text = loaded.tokenizer.decode(prompt_ids)
     load_seconds = time.perf_counter() - start
-    run = _generate(steps, loaded.tokenizer, prompt_text, cfg, streaming)
+    run = _generate(steps, loaded.tokenizer, prompt_text, cfg, streaming,
+                    eot if cfg.stop_at_eot else None)  # fmt: skip
     if json_out:
         shown = ("max_new_tokens", "temperature", "top_k", "top_p", "num_samples", "seed",
-                 "threads")  # fmt: skip
+                 "threads", "repetition_penalty", "stop_at_eot")  # fmt: skip
         settings: dict[str, Any] = {k: getattr(cfg, k) for k in shown}
         settings.update(context_window=resolve_window(loaded.engine, cfg.context_window),
-                        device=str(loaded.device), dropped_from_prompt=dropped)  # fmt: skip
+                        device=str(loaded.device), dropped_from_prompt=dropped,
+                        stop=list(cfg.stop))  # fmt: skip
         print_json({"samples": run.samples, "prompt": prompt_text, "settings": settings,
                     "checkpoint": str(loaded.weights), "step": loaded.step,
                     "params": loaded.params, "engine": loaded.engine_name, "tokens": run.count,
+                    "tokens_per_sample": run.per_sample, "stopped": run.stopped,
                     "tokens_per_s": run.count / run.seconds,
                     "time_to_first_token_s": run.first_token_seconds, "seconds": run.seconds,
                     "load_seconds": load_seconds})  # fmt: skip
@@ -207,40 +244,49 @@ def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> No
 @dataclass(frozen=True)
 class _Generated:
     samples: list[str]
-    count: int
+    count: int  # tokens generated, over all samples
+    per_sample: list[int]
+    stopped: list[bool]  # ended by a stop string or <|endoftext|>
     seconds: float
     first_token_seconds: float
 
 
 def _generate(
-    steps: Iterator[Any], tokenizer: Any, prompt_text: str, cfg: SampleConfig, streaming: bool
+    steps: Iterator[Any],
+    tokenizer: Any,
+    prompt_text: str,
+    cfg: SampleConfig,
+    streaming: bool,
+    eot: int | None,
 ) -> _Generated:
-    """Every sample's text; with `streaming`, the first one is printed as it comes."""
-    import numpy as np
-
-    from lmcli.sampling.stream import Utf8Stream
+    """Every sample's text, each ended at a stop string or <|endoftext|> if one comes; with
+    `streaming`, the first one is printed as it comes, never past its end."""
+    from lmcli.sampling.stop import Samples
 
     if streaming:
         _write(_headers(cfg.num_samples)[0] + prompt_text)
-    text = Utf8Stream()
-    tokens: list[np.ndarray] = []
+    samples = Samples(tokenizer, cfg.num_samples, cfg.stop, eot, streaming)
+    shown: list[str] = []
     start = time.perf_counter()
     first_token_seconds = 0.0
-    for token in steps:
-        if streaming:
-            _write(text.feed(tokenizer.decode_bytes([int(token[0])])))
-        if not tokens:
+    for n, token in enumerate(steps):
+        if n == 0:
             first_token_seconds = time.perf_counter() - start
-        tokens.append(token)
-    rows = np.stack(tokens, axis=1).tolist()  # (B, N)
+        text = samples.feed(token)
+        if streaming and text:
+            _write(text)
+            shown.append(text)
+        if samples.done:
+            break  # every sample has ended: no more tokens are computed
     seconds = time.perf_counter() - start
-    samples = [tokenizer.decode_bytes(row).decode("utf-8", errors="replace") for row in rows]
-    count = cfg.num_samples * cfg.max_new_tokens
+    stopped = list(samples.ended)
+    texts = samples.finish()
+    count = sum(samples.tokens)  # known once finished
     note(f"{count:,} tokens in {seconds:.2f} s: {count / seconds:,.0f} tokens/s; first token "
          f"after {first_token_seconds * 1000:.0f} ms")  # fmt: skip
     if streaming:
-        _write(_ending(text.flush(), samples[0]))
-    return _Generated(samples, count, seconds, first_token_seconds)
+        _write(_ending(texts[0][len("".join(shown)) :], texts[0]))
+    return _Generated(texts, count, samples.tokens, stopped, seconds, first_token_seconds)
 
 
 def _headers(count: int) -> list[str]:

@@ -19,7 +19,14 @@ Array = np.ndarray[Any, np.dtype[Any]]
 TINY_TEMPERATURE = 1e-200
 
 
-def check_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
+def check_settings(
+    temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float = 1.0
+) -> None:
+    if not 0 < repetition_penalty < float("inf"):  # NaN fails this too
+        raise ConfigError(
+            f"--repetition-penalty must be a positive number (got {repetition_penalty})",
+            hint="1 is off; 1.1-1.3 discourages repeats",
+        )
     if not temperature >= 0:  # NaN fails this too
         raise ConfigError(f"--temperature must be at least 0 (got {temperature})")
     if top_k is not None and top_k < 1:
@@ -51,6 +58,17 @@ def top_p_filter(logits: Array, p: float) -> Array:
     drop = np.zeros(logits.shape, dtype=bool)
     np.put_along_axis(drop, order, before >= p * (1.0 - 1e-9), axis=-1)  # back to vocabulary order
     return np.where(drop, -np.inf, logits)
+
+
+def penalize_repeats(logits: Array, seen: Array, penalty: float) -> Array:
+    """CTRL's repetition penalty (Keskar et al. 2019, as Hugging Face and litgpt apply it):
+    the logit of each token already seen (`seen`, a (B, V) mask) is divided by `penalty` where
+    it is positive and multiplied by it where negative, so above 1 a seen token always becomes
+    less likely."""
+    if penalty == 1.0:
+        return logits
+    penalized = np.where(logits > 0, logits / penalty, logits * penalty)
+    return np.where(seen, penalized, logits)
 
 
 def gumbel_noise(shape: tuple[int, ...], rng: np.random.Generator) -> Array:

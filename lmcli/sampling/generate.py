@@ -33,7 +33,7 @@ import numpy as np
 from lmcli.config import ModelConfig, SampleConfig
 from lmcli.errors import ConfigError
 from lmcli.machine import check_memory
-from lmcli.sampling.choose import Array, choose, gumbel_noise
+from lmcli.sampling.choose import Array, choose, gumbel_noise, penalize_repeats
 from lmcli.weights import mlp_hidden
 
 # Noise is drawn for this many steps at a time, fewer when a step's noise (batch x vocab) is
@@ -179,6 +179,10 @@ class _Decoder:
         if self.slide is not None and self.end > self.slide[0]:
             self.start = self.end - self.slide[1]  # a long prompt: its newest tokens
         self.noise = None if cfg.temperature == 0 else _Noise(cfg.seed, batch, engine.vocab_size)
+        self.seen: Array | None = None  # (B, V): the tokens in the sequence, for the penalty
+        if cfg.repetition_penalty != 1.0:
+            self.seen = np.zeros((batch, engine.vocab_size), dtype=bool)
+            self.seen[:, np.asarray(prompt, dtype=np.int64)] = True
 
     def first(self) -> Array:
         """The first new token (B,), after the prompt's forward."""
@@ -188,6 +192,8 @@ class _Decoder:
         """Append `token` (B,) to the sequence and choose the one after it."""
         self.seq[:, self.end] = token
         self.end += 1
+        if self.seen is not None:
+            self.seen[np.arange(len(token)), token] = True
         if self.slide is not None and self.end - self.start > self.slide[0]:
             self.start = self.end - self.slide[1]
             logits = self._refill()
@@ -204,5 +210,7 @@ class _Decoder:
 
     def _choose(self, logits: Array) -> Array:
         cfg = self.cfg
+        if self.seen is not None:
+            logits = penalize_repeats(logits, self.seen, cfg.repetition_penalty)
         noise = None if self.noise is None else self.noise.next()
         return choose(logits, cfg.temperature, cfg.top_k, cfg.top_p, noise=noise)  # (B,)

@@ -21,7 +21,8 @@ FLAGS = {
     "--threads --tie --tokenizer --vocab-size --warmup --weight-decay --width --window "
     "--window-pattern --val-files --doc-separator --init-from --drop-unknown",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
-    "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p",
+    "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p --stop "
+    "--stop-at-eot --repetition-penalty",
     "eval": "--batch-size --by-position --device --drop-unknown --json --split --threads",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
     "--prompt --quiet --rnn-layers --sample-tokens --seed --steps --threads",

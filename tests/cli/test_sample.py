@@ -74,8 +74,9 @@ def test_json_is_one_object_with_the_samples_and_settings(char_run: Path) -> Non
     assert result["settings"] == {
         "max_new_tokens": 25, "temperature": 0.8, "top_k": 200, "top_p": 0.9,
         "context_window": 8, "num_samples": 3, "seed": 1337, "device": "cpu", "threads": 1,
-        "dropped_from_prompt": [],
+        "dropped_from_prompt": [], "repetition_penalty": 1.0, "stop_at_eot": False, "stop": [],
     }  # fmt: skip
+    assert result["tokens_per_sample"] == [25, 25, 25] and result["stopped"] == [False] * 3
     assert result["checkpoint"].endswith("last.safetensors") and result["step"] == 6
     assert result["engine"] == "C"  # CI has a C compiler
     assert result["tokens_per_s"] > 0 and 0 < result["time_to_first_token_s"] <= result["seconds"]
