@@ -351,6 +351,10 @@ class TrainConfig:
         None, "Also evaluate every this much training time (30s, 2m).", duration=True
     )
     log_every: int = setting(10, "Log a line and a metrics row every N steps.")
+    # Watching the model learn: the same seed each time, so only the model changes the text.
+    sample_every: int | None = setting(
+        None, "Print a short sample (seeded, 100 tokens) to stderr at every N-th evaluation."
+    )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     dtype: str = setting("auto", "auto, float32, bfloat16 or float16 (autocast).")
     # None means on for CUDA, off elsewhere (CPU compiles take minutes).
@@ -395,6 +399,8 @@ class TrainConfig:
             raise ConfigError(f"--max-steps must be at least 1 (got {self.max_steps})")
         if self.max_time is not None and not self.max_time > 0:
             raise ConfigError(f"--max-time must be positive (got {self.max_time})")
+        if self.sample_every is not None and self.sample_every < 1:
+            raise ConfigError(f"--sample-every must be at least 1 (got {self.sample_every})")
         if self.eval_interval is not None and not self.eval_interval > 0:
             raise ConfigError(f"--eval-interval must be positive (got {self.eval_interval})")
         check_threads(self.threads)

@@ -62,8 +62,8 @@ RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, RANKS_FILE, META_FILE, METRICS, STATE,
              LAST_WEIGHTS, LOCK_FILE)  # fmt: skip
 # Keys that may differ when resuming: budgets, reporting and where/how fast it runs.
 RESUMABLE_CHANGES = {
-    "max-steps", "max-time", "eval-every", "eval-interval", "log-every", "device", "dtype",
-    "compile", "threads",
+    "max-steps", "max-time", "eval-every", "eval-interval", "log-every", "sample-every", "device",
+    "dtype", "compile", "threads",
 }  # fmt: skip
 
 
@@ -330,8 +330,8 @@ def check_resumable(saved: dict[str, Any], new: dict[str, Any]) -> None:
     if differing:
         raise ConfigError(
             "cannot resume with a different config: " + "; ".join(differing),
-            hint="only budgets, evaluation/log intervals, device, dtype, compile and threads "
-            "may change on --resume",
+            hint="only budgets, evaluation/log/sample intervals, device, dtype, compile and "
+            "threads may change on --resume",
         )
 
 

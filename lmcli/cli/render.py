@@ -205,6 +205,10 @@ class TrainProgress:
                 lr=f"{event.lr:.2e}",
                 rate=f"{event.tokens_per_s:,.0f}",
             )
+        elif kind == "Sampled":
+            rule = f"── sample at step {event.step:,} " + "─" * 24
+            self.console.print(f"{rule}\n{event.text.strip(chr(10))}\n{'─' * len(rule)}",
+                               markup=False, soft_wrap=True, highlight=False)  # fmt: skip
         elif kind == "Evaluated":
             e = event.evaluation
             self.console.print(

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
 from lmcli import rundir
 from lmcli.checkpoints import load_checkpoint, save_checkpoint
-from lmcli.config import ModelConfig, TrainConfig
+from lmcli.config import ModelConfig, SampleConfig, TrainConfig
 from lmcli.corpus.tokenfiles import TokenMeta, open_tokens, verify_tokens
 from lmcli.devices import Placement, ThreadTuner, capped_threads, resolve_placement
 from lmcli.errors import ConfigError, InputError, LmcliError
@@ -86,6 +87,14 @@ class Evaluated:
 
 
 @dataclass(frozen=True)
+class Sampled:
+    """--sample-every: what the model writes now, from the same prompt and seed each time."""
+
+    step: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Saved:
     """last.pt was written when training stopped early (the CLI says how to resume)."""
 
@@ -93,7 +102,8 @@ class Saved:
     path: Path
 
 
-Event = Started | Logged | Evaluated | Saved
+Event = Started | Logged | Evaluated | Sampled | Saved
+SAMPLE_TOKENS = 100
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,8 @@ class Trainer:
         verify_tokens(token_dir, meta)
         self.train_tokens, self.val_tokens = (open_tokens(token_dir, s) for s in ("train", "val"))
         self.bytes_per_token = meta.bytes_per_token("val")
+        self.token_dir = token_dir
+        self.evaluations = 0
 
         torch.manual_seed(torch_seed(cfg.seed))
         self.model: LanguageModel = build_model(model_cfg).to(self.device)
@@ -360,7 +372,32 @@ class Trainer:
             self.metrics.eval(state.step, state.train_seconds, state.tokens, val_loss=result.loss,
                               val_bpb=result.bits_per_byte, val_ppl=result.perplexity)  # fmt: skip
         self.on_event(Evaluated(state.step, result, improved, state.train_seconds))
+        self.evaluations += 1
+        every = self.cfg.sample_every
+        if every is not None and self.evaluations % every == 0 and self.dist.is_main:
+            self.on_event(Sampled(state.step, self.sample()))
         return result
+
+    def sample(self) -> str:
+        """SAMPLE_TOKENS tokens after a newline (or the validation split's first token, for a
+        vocabulary without one), with the run's seed: between two samples only the model
+        changed. Not counted as training time; torch's RNG is not touched."""
+        from lmcli.sampling.engines.torch_engine import TorchEngine
+        from lmcli.sampling.generate import generate
+        from lmcli.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(self.token_dir)
+        try:
+            prompt = [int(i) for i in tokenizer.encode("\n")]
+        except InputError:
+            prompt = [int(self.val_tokens[0])]
+        cfg = SampleConfig(max_new_tokens=SAMPLE_TOKENS, seed=self.cfg.seed)
+        try:
+            steps = list(generate(TorchEngine(self.model), prompt, cfg))
+        finally:
+            self.model.train()
+        ids = np.stack(steps, axis=1)[0].tolist()  # (N,)
+        return tokenizer.decode_bytes(ids).decode("utf-8", errors="replace")
 
     # -- checkpoints ---------------------------------------------------------------------------
 

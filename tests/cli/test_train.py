@@ -177,3 +177,20 @@ def test_the_first_run_needs_no_network(tmp_path: Path, monkeypatch: pytest.Monk
     meta = json.loads((run_dir / "data" / "meta.json").read_text())
     assert meta["corpus"]["sha256"].startswith("86c4e6aa9db7")
     assert (run_dir / "best.safetensors").is_file()
+
+
+def test_sample_every_prints_a_seeded_sample_at_evaluations(text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run(str(text), *TINY_FLAGS, "--max-steps", "20", "--sample-every", "1",
+                            "--out", str(out), "--json")  # fmt: skip
+    assert code == 0, err
+    assert err.count("── sample at step") == 2  # TINY_FLAGS evaluate every 10 steps
+    assert "── sample at step 10 " in err and "── sample at step 20 " in err
+    json.loads(stdout)  # stdout is still one JSON object: the samples went to stderr
+    first = err.split("── sample at step 10 ")[1].split("\n")[1]
+    assert first and all(ch in text.read_text() for ch in first)  # the corpus's own characters
+    code, _, again = run(str(text), *TINY_FLAGS, "--max-steps", "20", "--sample-every", "2",
+                         "--out", str(tmp_path / "again"), "--quiet")  # fmt: skip
+    assert code == 0 and "sample at step" not in again  # --quiet shows nothing
+    code, _, err = run(str(text), *TINY_FLAGS, "--sample-every", "0", "--out", str(tmp_path / "x"))
+    assert code == 1 and "--sample-every must be at least 1" in err
