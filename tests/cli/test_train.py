@@ -192,5 +192,8 @@ def test_sample_every_prints_a_seeded_sample_at_evaluations(text: Path, tmp_path
     code, _, again = run(str(text), *TINY_FLAGS, "--max-steps", "20", "--sample-every", "2",
                          "--out", str(tmp_path / "again"), "--quiet")  # fmt: skip
     assert code == 0 and "sample at step" not in again  # --quiet shows nothing
+    losses = [[r["val_loss"] for r in map(json.loads, (d / "metrics.jsonl").open()) if
+               r["kind"] == "eval"] for d in (out, tmp_path / "again")]  # fmt: skip
+    assert losses[0] == losses[1]  # sampling changed nothing of the training
     code, _, err = run(str(text), *TINY_FLAGS, "--sample-every", "0", "--out", str(tmp_path / "x"))
     assert code == 1 and "--sample-every must be at least 1" in err
