@@ -335,8 +335,32 @@ def check_resumable(saved: dict[str, Any], new: dict[str, Any]) -> None:
         )
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """Who holds the run's lock (a training in progress): its PID and command, or None.
+
+    Probed with a shared lock held for an instant (flock has no query): a `lmcli train` that
+    takes the run at that very instant is told the run is in use, and can simply be started
+    again."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nothing ever trained here, or lmcli 0.1's run
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "(unknown)"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class MetricsLog:
-    """metrics.jsonl: one JSON object per row, appended and flushed as it happens."""
+    """metrics.jsonl: one JSON object per row, appended and flushed as it happens; the last row
+    of a run that ended by itself (its budget spent) or by a stop is an "end" row."""
 
     def __init__(self, run_dir: Path) -> None:
         self.file = (run_dir / METRICS).open("a", encoding="utf-8")
@@ -350,6 +374,11 @@ class MetricsLog:
         """An evaluation's row: val_loss, val_bpb, val_ppl."""
         self._row({"step": step, "kind": "eval", **values, "train_seconds": round(seconds, 3),
                    "tokens": tokens})  # fmt: skip
+
+    def end(self, step: int, seconds: float, tokens: int, interrupted: bool) -> None:
+        """The run stopped: its budget spent (interrupted False) or a signal (True)."""
+        self._row({"step": step, "kind": "end", "interrupted": interrupted,
+                   "train_seconds": round(seconds, 3), "tokens": tokens})  # fmt: skip
 
     def _row(self, row: dict[str, Any]) -> None:
         self.file.write(json.dumps(row) + "\n")
@@ -376,10 +405,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metric rows logged after the checkpoint we resume from."""
+    """Drop metric rows logged after the checkpoint we resume from, and the "end" row of the
+    attempt that is being continued."""
     if not (run_dir / METRICS).is_file():
         return
-    keep = [row for row in read_metrics(run_dir) if _step_of(row) <= step]
+    rows = read_metrics(run_dir)
+    keep = [row for row in rows if _step_of(row) <= step and row.get("kind") != "end"]
     atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
 

@@ -30,6 +30,7 @@ COMMANDS = {
         "lmcli.cli.evaluate:evaluate",
         "Measure a run on any text: loss, perplexity and bits per byte.",
     ),
+    "runs": ("lmcli.cli.runs", "List runs and compare their learning curves."),
     "compare-rnn": (
         "lmcli.cli.compare",
         "Train a transformer and an LSTM/GRU under one budget and compare them side by side.",

@@ -187,6 +187,9 @@ def _train(
             on_event(Saved(trainer.state.step, run_dir / rundir.STATE))
         if trainer.state.evaluated_step != trainer.state.step:
             trainer.evaluate()
+        if trainer.metrics is not None:
+            state = trainer.state
+            trainer.metrics.end(state.step, state.train_seconds, state.tokens, interrupted)
         return trainer.result(interrupted)
     finally:
         trainer.close()

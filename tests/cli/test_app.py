@@ -13,8 +13,10 @@ from lmcli.cli import app
 def test_help_lists_every_command_with_a_description() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    assert "tokenize" in result.stdout
-    assert "Turn a text file or a named corpus into token files" in result.stdout
+    for name in ("tokenize", "train", "sample", "eval", "runs", "compare-rnn", "bench"):
+        assert name in result.stdout
+    assert "Turn text files or a named corpus into token files" in result.stdout
+    assert "Measure a run on any text" in result.stdout
 
 
 def test_version() -> None:

@@ -24,6 +24,7 @@ FLAGS = {
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p --stop "
     "--stop-at-eot --repetition-penalty",
     "eval": "--batch-size --by-position --device --drop-unknown --json --split --threads",
+    "runs": "--json --out --plot",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
     "--prompt --quiet --rnn-layers --sample-tokens --seed --steps --threads",
     "bench": "--corpus --device --json --preset --quick --quiet --repeats --sample-tokens --suite",

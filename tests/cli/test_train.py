@@ -48,7 +48,7 @@ def test_train_on_a_text_file_leaves_a_run_directory(text: Path, tmp_path: Path)
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["layers"] == 2 and config["kv-heads"] is None
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in rows} == {"train", "eval"}
+    assert {r["kind"] for r in rows} == {"train", "eval", "end"} and rows[-1]["kind"] == "end"
 
 
 def test_table_summary_and_config_file(text: Path, tmp_path: Path) -> None:
