@@ -452,6 +452,26 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """What `lmcli export` writes; the fields are its flags (see `lmcli export --help`)."""
+
+    # A run directory (its best.safetensors) or a weights file beside its tokenizer.json.
+    run: Path
+    format: str = "hf"  # "hf": a transformers folder; "gguf": one llama.cpp file
+    # None: exports/RUN-hf or exports/RUN.gguf.
+    out: Path | None = None
+    force: bool = False
+    # Load the export in transformers or llama.cpp and compare with lmcli's forward.
+    verify: bool = True
+
+    def validate(self) -> None:
+        if self.format not in ("hf", "gguf"):
+            raise ConfigError(f"--format must be hf or gguf (got {self.format!r})")
+        if self.format == "gguf" and self.out is not None and self.out.suffix != ".gguf":
+            raise ConfigError(f"--out for GGUF is a .gguf file (got {self.out})")
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """How `lmcli sample` generates; the fields are its flags (see `lmcli sample --help`)."""
 

@@ -31,6 +31,10 @@ COMMANDS = {
         "Measure a run on any text: loss, perplexity and bits per byte.",
     ),
     "runs": ("lmcli.cli.runs", "List runs and compare their learning curves."),
+    "export": (
+        "lmcli.cli.export",
+        "Export a transformer to Hugging Face or llama.cpp (GGUF), verified there.",
+    ),
     "compare-rnn": (
         "lmcli.cli.compare",
         "Train a transformer and an LSTM/GRU under one budget and compare them side by side.",

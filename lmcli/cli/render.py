@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -69,9 +70,10 @@ def user_errors() -> Iterator[None]:
 
 
 def _fail(exc: LmcliError) -> None:
-    _say(f"[bold red]error:[/] {exc.message}", markup=True)
+    # Escaped: a message's own brackets (a path "data[1].txt", "lmcli[export]") are not markup.
+    _say(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
     if exc.hint:
-        _say(f"[yellow]hint:[/] {exc.hint}", markup=True)
+        _say(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True)
     _silence_stdout()  # what a failed command left buffered is not a result
     raise typer.Exit(EXIT_ERROR) from None
 
@@ -139,6 +141,19 @@ def print_grid(title: str, columns: Sequence[str], rows: Sequence[tuple[str, lis
         table.add_column(name, justify="right")
     for key, cells in rows:
         table.add_row(key, *cells)
+    stdout().print(table)
+
+
+def print_rows(
+    title: str, header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[str] = ()
+) -> None:
+    """A table of records, one per row; the columns named in `left` are left-aligned and never
+    wrap (names), the others right-aligned (numbers)."""
+    table = Table(title=title, title_justify="left")
+    for name in header:
+        table.add_column(name, justify="left" if name in left else "right", no_wrap=name in left)
+    for row in rows:
+        table.add_row(*row)
     stdout().print(table)
 
 

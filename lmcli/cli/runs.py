@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from lmcli.cli.render import note, print_json, stdout, user_errors
+from lmcli.cli.render import note, print_json, print_rows, user_errors
 from lmcli.curves import sparkline
 from lmcli.errors import ConfigError
 from lmcli.runs import RunSummary
@@ -63,22 +62,20 @@ def runs(
 
 
 def _table(found: list[RunSummary]) -> None:
-    table = Table(title=f"lmcli runs ({len(found)})", title_justify="left")
-    for column in ("run", "model", "params", "steps", "best val bpb", "time", "status"):
-        left = column in ("run", "model", "status")
-        table.add_column(column, justify="left" if left else "right", no_wrap=left)
-    for r in found:
-        status = r.status if r.status != "training" else f"training ({r.holder})"
-        table.add_row(
+    rows = [
+        (
             r.name,
             r.model,
             f"{r.params:,}" if r.params is not None else "?",
             f"{r.steps:,}",
             f"{r.best_val_bpb:.4f}" if r.best_val_bpb is not None else "-",
             _duration(r.train_seconds),
-            status,
+            r.status if r.status != "training" else f"training ({r.holder})",
         )
-    stdout().print(table)
+        for r in found
+    ]
+    header = ("run", "model", "params", "steps", "best val bpb", "time", "status")
+    print_rows(f"lmcli runs ({len(found)})", header, rows, left=("run", "model", "status"))
 
 
 def _sketch(found: list[RunSummary]) -> None:

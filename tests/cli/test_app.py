@@ -45,3 +45,10 @@ def test_bracketed_defaults_in_help_texts_are_shown() -> None:
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
         assert result.exit_code == 0
         assert text in result.stdout, command
+
+
+def test_brackets_in_an_error_are_shown_as_they_are(tmp_path: Path) -> None:
+    """An error's text is not rich markup: "[1]" in a path (or "lmcli[export]") stays."""
+    result = CliRunner().invoke(app, ["tokenize", str(tmp_path / "notes[1].txt")])
+    assert result.exit_code == 1
+    assert f"{tmp_path}/notes[1].txt matches no files" in result.stderr

@@ -25,6 +25,7 @@ FLAGS = {
     "--stop-at-eot --repetition-penalty",
     "eval": "--batch-size --by-position --device --drop-unknown --json --split --threads",
     "runs": "--json --out --plot",
+    "export": "--force --format --json --out --verify",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
     "--prompt --quiet --rnn-layers --sample-tokens --seed --steps --threads",
     "bench": "--corpus --device --json --preset --quick --quiet --repeats --sample-tokens --suite",
