@@ -18,6 +18,7 @@ inconsistent values; the modules below only check what depends on their input (i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -47,7 +48,9 @@ def make_norm(kind: NormKind, width: int, bias: bool) -> nn.Module:
 def rotary_tables(context: int, head_dim: int) -> tuple[Tensor, Tensor]:
     """cos and sin of the angle by which each position turns each pair of channels (RoPE)."""
     # Pair i turns at frequency base^(-2i/D): fast pairs see word order, slow pairs distance.
-    inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    # Written 1 / base^(2i/D), as Hugging Face's Llama computes it: the float32 tables are then
+    # bit for bit the same, and so is an exported model's output (base^(-2i/D) differs by 4e-6).
+    inv_freq = 1.0 / ROPE_BASE ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(context, dtype=torch.float32), inv_freq)  # (context, D/2)
     return angles.cos(), angles.sin()
 
@@ -140,6 +143,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.impl: AttentionImpl = "sdpa"
+        # `lmcli inspect` reads the attention here: the naive path hands it the raw scores
+        # (B, H, T, S) and the weights after mask and softmax. SDPA never forms the weights.
+        self.record: Callable[[str, Tensor], None] | None = None
 
     def forward(
         self,
@@ -189,9 +195,13 @@ class CausalSelfAttention(nn.Module):
             k = k.repeat_interleave(group, dim=1)  # (B, H, S, D)
             v = v.repeat_interleave(group, dim=1)  # (B, H, S, D)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if self.record is not None:
+            self.record("scores", scores)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = F.dropout(F.softmax(scores, dim=-1), p=dropout)  # (B, H, T, S)
+        if self.record is not None:
+            self.record("weights", weights)
         return weights @ v  # (B, H, T, D)
 
 

@@ -228,12 +228,12 @@ static void norm(const Norm *n, const float *x, int64_t C, float *out)
         out[i] = (x[i] - mean) * scale * n->weight[i] + (n->bias ? n->bias[i] : 0.0f);
 }
 
-/* rotary_tables: pair i turns at frequency base^(-2i/D); cos and sin (context, D/2). */
+/* rotary_tables: pair i turns at frequency 1 / base^(2i/D); cos and sin (context, D/2). */
 static void rotary_tables(int64_t context, int64_t D, float *cos_out, float *sin_out)
 {
     for (int64_t p = 0; p < context; p++)
         for (int64_t i = 0; i < D / 2; i++) {
-            const float inv_freq = powf(ROPE_BASE, -(float)(2 * i) / (float)D);
+            const float inv_freq = 1.0f / powf(ROPE_BASE, (float)(2 * i) / (float)D);
             const float angle = (float)p * inv_freq;
             cos_out[p * (D / 2) + i] = cosf(angle);
             sin_out[p * (D / 2) + i] = sinf(angle);
