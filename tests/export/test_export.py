@@ -110,7 +110,7 @@ def test_gguf_exports_run_in_llama_cpp(name: str, tmp_path: Path) -> None:
     assert result.architecture == arch
     v = result.verification
     assert v is not None and v["ok"], v
-    assert v["tokens_match"] and v["greedy_match"] and v["max_logit_diff"] < 1e-3
+    assert v["tokens_match"] and v["greedy_match"] and v["max_logit_diff"] < 1e-4
 
 
 @pytest.mark.parametrize(("fmt", "variant"), list(REFUSED))
