@@ -77,19 +77,11 @@ def gumbel_noise(shape: tuple[int, ...], rng: np.random.Generator) -> Array:
     return -np.log(-np.log1p(-rng.random(shape, dtype=np.float64)) + 1e-300)
 
 
-def choose(
-    logits: Array,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    noise: Array | None = None,
-    rng: np.random.Generator | None = None,
+def filtered(
+    logits: Array, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> Array:
-    """Next token ids (B,) from logits (B, V): greedy at temperature 0, else a draw from the
-    softmax of logits / temperature after the top-k and top-p filters (the Gumbel-max trick:
-    argmax of logits plus Gumbel noise, from `noise` (B, V) or else drawn from `rng`)."""
-    if temperature == 0:
-        return logits.argmax(axis=-1)  # (B,)
+    """logits / temperature (float64, temperature > 0) after the top-k and top-p filters: the
+    distribution `choose` draws from is their softmax (`lmcli inspect next` draws it)."""
     scaled = logits.astype(np.float64)
     if temperature < TINY_TEMPERATURE:
         # logits / T could overflow: shifted so that each row's largest logit is 0, every other
@@ -103,6 +95,23 @@ def choose(
         scaled = top_k_filter(scaled, top_k)
     if top_p is not None:
         scaled = top_p_filter(scaled, top_p)
+    return scaled
+
+
+def choose(
+    logits: Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    noise: Array | None = None,
+    rng: np.random.Generator | None = None,
+) -> Array:
+    """Next token ids (B,) from logits (B, V): greedy at temperature 0, else a draw from the
+    softmax of logits / temperature after the top-k and top-p filters (the Gumbel-max trick:
+    argmax of logits plus Gumbel noise, from `noise` (B, V) or else drawn from `rng`)."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)  # (B,)
+    scaled = filtered(logits, temperature, top_k, top_p)
     if noise is None:
         noise = gumbel_noise(scaled.shape, rng if rng is not None else np.random.default_rng())
     return (scaled + noise).argmax(axis=-1)  # (B,)
