@@ -596,3 +596,66 @@ class CompareConfig:
         check_seed(self.seed)
         check_device_name(self.device)
         check_threads(self.threads)
+
+
+INSPECT_VIEWS = ("tokens", "next", "attention", "surprise", "heads", "memory", "lens", "positions")
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """What `lmcli inspect` shows; the fields are its flags (see `lmcli inspect --help`)."""
+
+    # A run directory or a weights file beside its tokenizer.json.
+    run: Path
+    # One of INSPECT_VIEWS; None is the tour (tokens, next, one attention head, lens).
+    view: str | None = None
+    # The text to look at: a prompt, a file, or (neither) the start of the run's validation split.
+    prompt: str | None = None
+    file: Path | None = None
+    # Where the PNG per view and the HTML page go; None: the terminal only.
+    out: Path | None = None
+    # attention: one layer / one head (0-based); query: one query position as bars.
+    layer: int | None = None
+    head: int | None = None
+    query: int | None = None
+    # attention: also the scores before the mask and the mask itself.
+    stages: bool = False
+    # next: the temperatures side by side, and the sampler's filters.
+    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0)
+    top_k: int | None = None
+    top_p: float | None = None
+    # tokens: also the text in this pretrained tiktoken encoding ("gpt2", ...).
+    vs: str | None = None
+    # surprise, memory: a second run (same tokenizer) to set beside the first.
+    compare: Path | None = None
+    # Rows in a ranking (next's tokens, surprise's most surprising tokens).
+    top: int = 10
+    # heads and memory draw random tokens: the seed makes them repeatable.
+    seed: int = 0
+    # Leave out the characters a char vocabulary lacks, instead of refusing the text.
+    drop_unknown: bool = False
+
+    def validate(self) -> None:
+        if self.view is not None and self.view not in INSPECT_VIEWS:
+            raise ConfigError(
+                f"unknown view {self.view!r} (one of {', '.join(INSPECT_VIEWS)})",
+                hint="or leave it out for the tour: lmcli inspect RUN PROMPT",
+            )
+        if self.prompt is not None and self.file is not None:
+            raise ConfigError("give a PROMPT or --file, not both")
+        for flag, value in (("--layer", self.layer), ("--head", self.head),
+                            ("--query", self.query)):  # fmt: skip
+            if value is not None and value < 0:
+                raise ConfigError(f"{flag} must be at least 0 (got {value})")
+        if not self.temperatures:
+            raise ConfigError("--temperature needs at least one value")
+        for t in self.temperatures:
+            if not 0 <= t < float("inf"):
+                raise ConfigError(f"--temperature values must be at least 0 (got {t})")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"--top-k must be at least 1 (got {self.top_k})")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.top < 1:
+            raise ConfigError(f"--top must be at least 1 (got {self.top})")
+        check_seed(self.seed)

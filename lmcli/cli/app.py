@@ -30,6 +30,10 @@ COMMANDS = {
         "lmcli.cli.evaluate:evaluate",
         "Measure a run on any text: loss, perplexity and bits per byte.",
     ),
+    "inspect": (
+        "lmcli.cli.inspect",
+        "Show what a model does: tokens, next token, attention, surprise, heads, lens, ...",
+    ),
     "runs": ("lmcli.cli.runs", "List runs and compare their learning curves."),
     "export": (
         "lmcli.cli.export",

@@ -1,4 +1,5 @@
-"""Everything the terminal shows: errors, progress bars, tables. The only module importing rich.
+"""Everything the terminal shows: errors, progress bars, tables. With inspect_terminal.py (the
+panels of `lmcli inspect`), the only module importing rich.
 
 Results go to stdout; progress, logs and errors to stderr. Progress bars draw only on a terminal.
 """

@@ -26,6 +26,8 @@ FLAGS = {
     "eval": "--batch-size --by-position --device --drop-unknown --json --split --threads",
     "runs": "--json --out --plot",
     "export": "--force --format --json --out --verify",
+    "inspect": "--compare --drop-unknown --file --head --json --layer --out --query --seed "
+    "--stages --temperature --top --top-k --top-p --vs",
     "compare-rnn": "--budget --device --eval-points --json --match --models --out --preset "
     "--prompt --quiet --rnn-layers --sample-tokens --seed --steps --threads",
     "bench": "--corpus --device --json --preset --quick --quiet --repeats --sample-tokens --suite",
