@@ -12,7 +12,7 @@ from lmcli.config import ModelConfig
 from lmcli.errors import InputError
 from lmcli.models import LanguageModel, Transformer
 from lmcli.sampling.prompt import encode_prompt
-from lmcli.tokenizers import Tokenizer, load_tokenizer
+from lmcli.tokenizers import Tokenizer
 
 DROP_HINT = "pass --drop-unknown to leave them out (`lmcli inspect tokens` shows which)"
 
@@ -46,20 +46,14 @@ class Subject:
 
 def open_subject(run: Path) -> Subject:
     """The run's weights in the torch model, and its tokenizer (errors as `sample`'s)."""
-    from lmcli.checkpoints import load_model
-    from lmcli.sampling.open import check_model_memory
+    from lmcli.checkpoints import model_from_weights
+    from lmcli.sampling.open import check_model_memory, tokenizer_of
     from lmcli.weights import read_weights, resolve_weights
 
     weights = read_weights(resolve_weights(run).path)
     check_model_memory(weights.config)
-    tokenizer = load_tokenizer(weights.path.parent)
-    if tokenizer.vocab_size != weights.config.vocab_size:
-        raise InputError(
-            f"the tokenizer in {weights.path.parent} has {tokenizer.vocab_size} tokens but the "
-            f"model {weights.config.vocab_size}",
-            hint="keep a weights file beside the tokenizer.json of the data it was trained on",
-        )
-    model, _ = load_model(weights.path)
+    tokenizer = tokenizer_of(weights)
+    model = model_from_weights(weights)
     return Subject(model, tokenizer, weights.config, run, weights.step)
 
 

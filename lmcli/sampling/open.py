@@ -19,7 +19,7 @@ from lmcli.machine import check_memory
 from lmcli.sampling.engines import open_engine
 from lmcli.sampling.generate import Engine, decode_memory
 from lmcli.tokenizers import Tokenizer, load_tokenizer
-from lmcli.weights import read_weights, resolve_weights
+from lmcli.weights import Weights, read_weights, resolve_weights
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,7 @@ def open_model(path: Path, device: str = "cpu", engine: str = "auto") -> Opened:
     resolved = resolve_weights(path)
     weights = read_weights(resolved.path)
     check_model_memory(weights.config)
-    tokenizer = load_tokenizer(weights.path.parent)
-    if tokenizer.vocab_size != weights.config.vocab_size:
-        raise InputError(
-            f"the tokenizer in {weights.path.parent} has {tokenizer.vocab_size} tokens but the "
-            f"model {weights.config.vocab_size}",
-            hint="keep a weights file beside the tokenizer.json of the data it was trained on",
-        )
+    tokenizer = tokenizer_of(weights)
     runner, name = open_engine(weights, device, engine)
     return Opened(
         engine=runner,
@@ -62,6 +56,18 @@ def open_model(path: Path, device: str = "cpu", engine: str = "auto") -> Opened:
         device="cpu" if name != "torch" else device,
         note=resolved.note,
     )
+
+
+def tokenizer_of(weights: Weights) -> Tokenizer:
+    """The tokenizer beside a weights file, refused if its vocabulary is not the model's."""
+    tokenizer = load_tokenizer(weights.path.parent)
+    if tokenizer.vocab_size != weights.config.vocab_size:
+        raise InputError(
+            f"the tokenizer in {weights.path.parent} has {tokenizer.vocab_size} tokens but the "
+            f"model {weights.config.vocab_size}",
+            hint="keep a weights file beside the tokenizer.json of the data it was trained on",
+        )
+    return tokenizer
 
 
 def check_model_memory(cfg: ModelConfig) -> None:
