@@ -328,7 +328,13 @@ class TrainConfig:
     # Reached after `warmup` steps, then cosine decay to lr * min_lr_ratio.
     lr: float = setting(3e-3, "Peak learning rate (of every parameter AdamW updates).")
     warmup: int = setting(50, "Linear warmup steps.")
-    min_lr_ratio: float = setting(0.0, "The cosine decays to lr times this.")
+    min_lr_ratio: float = setting(0.0, "The decay ends at lr times this.")
+    # None: cosine from the end of warmup to the end of the budget.
+    decay_fraction: float | None = setting(
+        None,
+        "Hold the peak rate, then decay linearly to the floor over this last fraction of the "
+        "budget (warmup-stable-decay; none: a cosine over the whole budget).",
+    )
     weight_decay: float = setting(0.1, "Decoupled weight decay of the weight matrices.")
     # Muon: the hidden matrices at `muon_lr`, AdamW at `lr` for embeddings, head, gains and
     # biases (lmcli/training/optim.py).
@@ -406,6 +412,8 @@ class TrainConfig:
         check_threads(self.threads)
         if not 0.0 <= self.min_lr_ratio <= 1.0:  # NaN fails this too
             raise ConfigError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.decay_fraction is not None and not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"--decay-fraction must be in (0, 1] (got {self.decay_fraction})")
         check_device_name(self.device)
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(f"unknown --dtype {self.dtype!r} ({', '.join(DTYPE_NAMES)})")

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to lr * min_lr_ratio.
+"""Learning-rate schedule: linear warmup, then a decay to lr * min_lr_ratio: a cosine over the
+whole budget, or (decay_fraction) the peak held and a linear decay over the budget's last part.
 
 Progress through the decay is measured against the budget: steps (max_steps), training seconds
 (max_time), or whichever is further along when both are set. A time budget makes the decay end
@@ -33,4 +34,9 @@ def learning_rate(cfg: TrainConfig, step: int, seconds: float) -> float:
         return cfg.lr * (step + 1) / (cfg.warmup + 1)
     done = progress(cfg, step, seconds)
     floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.decay_fraction is not None:
+        # Warmup-stable-decay (as the modded-nanoGPT speedruns use): the peak until the decay
+        # starts, then a straight line to the floor at the end of the budget.
+        left = (1.0 - done) / cfg.decay_fraction
+        return floor + (cfg.lr - floor) * min(1.0, left)
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * done))

@@ -14,7 +14,8 @@ from lmcli.presets import KNOWN_KEYS
 FLAGS = {
     "tokenize": "--bpe-train-mb --data-dir --doc-separator --drop-unknown --exact --force --json "
     "--out --threads --tokenizer --tokenizer-from --val-files --val-fraction --vocab-size",
-    "train": "--batch-size --beta1 --beta2 --bias --compile --config --context --device --dropout "
+    "train": "--batch-size --beta1 --beta2 --bias --compile --config --context --decay-fraction "
+    "--device --dropout "
     "--dtype --embedding --eval-every --eval-interval --grad-accum --grad-clip --heads --json "
     "--kv-heads --layers --log-every --lr --max-steps --max-time --min-lr-ratio --mlp --model "
     "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --quiet --resume --seed "

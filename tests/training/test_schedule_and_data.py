@@ -23,6 +23,20 @@ def test_warmup_then_cosine_to_the_floor() -> None:
     assert learning_rate(cfg, 110, 0.0) == pytest.approx(0.1)
 
 
+def test_warmup_stable_decay_holds_the_peak_then_falls_linearly_to_the_floor() -> None:
+    cfg = TrainConfig(lr=1.0, warmup=10, max_steps=100, min_lr_ratio=0.1, decay_fraction=0.4)
+    rates = [learning_rate(cfg, s, 0.0) for s in range(101)]
+    assert rates[0] < rates[9] < 1.0
+    assert all(r == 1.0 for r in rates[10:61])  # stable until 60 % of the budget
+    assert rates[80] == pytest.approx(0.1 + 0.9 * 0.5)  # halfway down the line
+    assert rates[100] == pytest.approx(0.1)
+    assert all(a > b for a, b in itertools.pairwise(rates[60:]))
+    timed = TrainConfig(lr=2.0, warmup=0, max_time=180.0, decay_fraction=0.5)
+    assert learning_rate(timed, 5, 90.0) == 2.0 and learning_rate(timed, 5, 135.0) == 1.0
+    with pytest.raises(ConfigError, match="--decay-fraction must be in"):
+        TrainConfig(decay_fraction=0.0).validate()
+
+
 def test_time_budget_drives_the_decay() -> None:
     cfg = TrainConfig(lr=1.0, warmup=0, max_time=100.0)
     assert progress(cfg, 10_000, 50.0) == pytest.approx(0.5)
