@@ -65,6 +65,17 @@ class Distributed:
         torch_dist.all_reduce(out, op=torch_dist.ReduceOp.SUM)
         return out / self.world_size
 
+    def slowest(self, seconds: float) -> float:
+        """The largest of every rank's `seconds`. One clock for all ranks: with each rank's own,
+        one rank could stop at its time budget while another takes one more step (their
+        collectives then mismatch and gloo aborts), and a time-driven schedule would give
+        each replica its own learning rate."""
+        if not self.active:
+            return seconds
+        t = torch.tensor([seconds], dtype=torch.float64)
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+        return float(t.item())
+
     def share(self, value: object) -> object:
         """Rank 0's `value`, on every rank (e.g. the run directory rank 0 created)."""
         if not self.active:

@@ -315,7 +315,7 @@ class Trainer:
         self.window_tokens += self.tokens_per_step
         if self.log_due() and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # so the clock sees the real step time
-        state.train_seconds += time.perf_counter() - t0
+        state.train_seconds = self.dist.slowest(state.train_seconds + time.perf_counter() - t0)
 
     def budget_left(self) -> bool:
         state, cfg = self.state, self.cfg

@@ -157,6 +157,25 @@ def test_ddp_with_two_gloo_processes(text: Path, tmp_path: Path) -> None:
     assert sum(json.loads(r)["kind"] == "train" for r in rows) == 1  # one writer (log every 10)
 
 
+def test_ddp_with_a_time_budget_stops_every_rank_at_the_same_step(
+    text: Path, tmp_path: Path
+) -> None:
+    """Each rank timing itself once let one rank stop a step before the other: gloo aborted on
+    the mismatched collectives. The ranks now share one clock (the slowest)."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone", "-m", "lmcli", "train", str(text), *TINY_FLAGS, "--max-steps",
+           "100000", "--max-time", "3s", "--eval-interval", "0.7s", "--grad-accum", "2",
+           "--out", str(out), "--json"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["interrupted"] is False and 3.0 <= summary["train_seconds"] < 4.0
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "eval" for r in rows) >= 3  # the timed evaluations, on both ranks
+
+
 def test_the_first_run_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lmcli train` with no corpus, a fresh data cache and no network: Tiny Shakespeare comes
     from the copy inside the package."""
