@@ -12,6 +12,7 @@ import typer
 
 from lmcli import rundir
 from lmcli.checkpoints import check_archive
+from lmcli.cli.launch import launched, run_processes
 from lmcli.cli.options import durations, option, with_settings
 from lmcli.cli.render import (
     TrainProgress,
@@ -119,6 +120,13 @@ def train(
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress or log lines.")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="CPU processes of one thread each, training data-parallel (DDP over gloo; "
+            "each runs grad_accum / N micro-batches, so --grad-accum must be a multiple of N)."
+        ),
+    ] = 1,
     **settings: Any,
 ) -> None:
     """Train a transformer or an LSTM/GRU; leaves a run directory for `lmcli sample`. Every
@@ -127,6 +135,10 @@ def train(
                              "val-files": val_files, "doc-separator": doc_separator}  # fmt: skip
     flags.update({name.replace("_", "-"): value for name, value in settings.items()})
     with user_errors(), ExitStack() as held:
+        if processes < 1:
+            raise ConfigError(f"--processes must be at least 1 (got {processes})")
+        if processes > 1 and not launched():
+            raise typer.Exit(run_processes(processes))
         for key in durations():
             if flags.get(key) is not None:
                 flags[key] = parse_duration(flags[key], f"--{key}")
@@ -148,7 +160,8 @@ def train(
             raise typer.Exit(1)  # rank 0 reported the error
         if not (quiet or json_out):
             print_kv("config", as_record(setup.model, setup.train))
-        with graceful_stop(note) as stop, TrainProgress(quiet) as progress:
+        say = note if dist.is_main else (lambda line: None)  # one rank says it, not each
+        with graceful_stop(say) as stop, TrainProgress(quiet) as progress:
             result = run_training(setup.model, setup.train, setup.token_dir, setup.run_dir,
                                   setup.resume, progress, stop, setup.init_from)  # fmt: skip
         if dist.is_main:

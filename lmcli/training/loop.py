@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -238,6 +239,11 @@ class Trainer:
             self.threads, capped = capped_threads(cfg.threads)
             torch.set_num_threads(self.threads)
             self.notes += [capped] if capped else []
+        elif self.dist.active and self.device.type == "cpu":
+            # Each rank gets its share of the cores; ranks timing thread counts beside each
+            # other (and through collectives) would measure nothing useful.
+            self.threads, _ = capped_threads(max(1, (os.cpu_count() or 1) // self.dist.world_size))
+            torch.set_num_threads(self.threads)
         if cfg.grad_accum % self.dist.world_size != 0:
             raise ConfigError(
                 f"--grad-accum {cfg.grad_accum} must be a multiple of the "

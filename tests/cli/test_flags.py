@@ -18,7 +18,7 @@ FLAGS = {
     "--device --dropout "
     "--dtype --embedding --eval-every --eval-interval --grad-accum --grad-clip --heads --json "
     "--kv-heads --layers --log-every --lr --max-steps --max-time --min-lr-ratio --mlp --model "
-    "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --quiet --resume --seed "
+    "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --processes --quiet --resume --seed "
     "--threads --tie --tokenizer --vocab-size --warmup --weight-decay --width --window "
     "--window-pattern --val-files --doc-separator --init-from --drop-unknown --sample-every",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
@@ -60,6 +60,7 @@ def test_every_train_setting_is_a_flag_and_a_config_key() -> None:
         "--init-from",
         "--drop-unknown",
         "--json",
+        "--processes",
         "--quiet",
     }
     assert {flag.removeprefix("--") for flag in train - invocation} == KNOWN_KEYS

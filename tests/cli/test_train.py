@@ -176,6 +176,55 @@ def test_ddp_with_a_time_budget_stops_every_rank_at_the_same_step(
     assert sum(r["kind"] == "eval" for r in rows) >= 3  # the timed evaluations, on both ranks
 
 
+def test_processes_start_the_ranks_themselves_and_stop_them_on_ctrl_c(
+    text: Path, tmp_path: Path
+) -> None:
+    """--processes 2: lmcli starts both ranks (one thread each); one JSON, one metrics writer;
+    a Ctrl-C to lmcli alone stops both after their step, saves once, and says how to resume."""
+    out = tmp_path / "two"
+    base = [sys.executable, "-m", "lmcli", "train", str(text), *TINY_FLAGS, "--grad-accum", "2",
+            "--processes", "2"]  # fmt: skip
+    done = subprocess.run([*base, "--max-steps", "10", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["steps"] == 10 and summary["tokens_seen"] == 10 * 8 * 16 * 2
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "train" for r in rows) == 1  # rank 0 alone writes
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([*base, "--max-steps", "1000000", "--out", str(stopped)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(json.loads(r)["kind"] == "train" for r in _rows(stopped)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("Ctrl-C: stopping after this step") == 1, err
+    assert f"lmcli train --resume {stopped}" in err and "Traceback" not in err
+    assert load_checkpoint(stopped / "last.pt")["step"] >= 1
+
+
+def _rows(run_dir: Path) -> list[str]:
+    try:
+        return (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_processes_refuse_bad_counts_in_one_line(text: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "lmcli", "train", str(text), *TINY_FLAGS]
+    for flags, message in ((["--processes", "0"], "--processes must be at least 1"),
+                           (["--processes", "2", "--grad-accum", "3"],
+                            "--grad-accum 3 must be a multiple of the 2 processes")):  # fmt: skip
+        done = subprocess.run([*base, *flags, "--out", str(tmp_path / "x")], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 1 and done.stderr.count("error: ") == 1, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "x").exists()
+
+
 def test_the_first_run_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lmcli train` with no corpus, a fresh data cache and no network: Tiny Shakespeare comes
     from the copy inside the package."""
