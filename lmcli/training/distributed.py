@@ -50,13 +50,17 @@ class Distributed:
             return model.no_sync()
         return nullcontext()
 
-    def agree(self, flag: bool) -> bool:
-        """True on every rank if it is true on any (e.g. one rank was asked to stop)."""
+    def agree(self, stop: bool, seconds: float) -> tuple[bool, float]:
+        """One all-reduce per step for what the ranks must agree on: stop if any rank was asked
+        to (a Ctrl-C may reach one), and the slowest rank's clock. With each rank's own clock,
+        one rank stopped at its time budget a step before another (their collectives then
+        mismatched and gloo aborted), and a time-driven schedule gave each replica its own
+        learning rate. One collective carries both (the stop flag already needed one)."""
         if not self.active:
-            return flag
-        t = torch.tensor([int(flag)])
+            return stop, seconds
+        t = torch.tensor([float(stop), seconds], dtype=torch.float64)
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-        return bool(t.item())
+        return bool(t[0].item()), float(t[1].item())
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -64,17 +68,6 @@ class Distributed:
         out = value.detach().clone()
         torch_dist.all_reduce(out, op=torch_dist.ReduceOp.SUM)
         return out / self.world_size
-
-    def slowest(self, seconds: float) -> float:
-        """The largest of every rank's `seconds`. One clock for all ranks: with each rank's own,
-        one rank could stop at its time budget while another takes one more step (their
-        collectives then mismatch and gloo aborts), and a time-driven schedule would give
-        each replica its own learning rate."""
-        if not self.active:
-            return seconds
-        t = torch.tensor([seconds], dtype=torch.float64)
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-        return float(t.item())
 
     def share(self, value: object) -> object:
         """Rank 0's `value`, on every rank (e.g. the run directory rank 0 created)."""

@@ -175,7 +175,7 @@ def _train(
             trainer.evaluate()  # step 0: where the source's weights stand on this data
         interrupted = False
         while trainer.budget_left():
-            if trainer.dist.agree(should_stop()):
+            if trainer.agree(should_stop()):  # every rank: one clock, one stop
                 interrupted = True
                 break
             trainer.step()
@@ -183,6 +183,7 @@ def _train(
                 trainer.log()
             if trainer.eval_due():
                 trainer.evaluate()
+        trainer.agree(False)  # the last step's time, on every rank alike
         if interrupted:
             trainer.save_state()  # first: a second Ctrl-C or a kill may follow at once
             on_event(Saved(trainer.state.step, run_dir / rundir.STATE))
@@ -235,6 +236,7 @@ class Trainer:
         self.dist = distributed.setup(self.placement.device)
         self.device = self.dist.device(self.placement.device)
         self.threads, self.notes = None, list(self.placement.notes)
+        self.unagreed_seconds = 0.0  # DDP: this rank's step time not yet on the shared clock
         if cfg.threads is not None:
             self.threads, capped = capped_threads(cfg.threads)
             torch.set_num_threads(self.threads)
@@ -321,7 +323,22 @@ class Trainer:
         self.window_tokens += self.tokens_per_step
         if self.log_due() and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # so the clock sees the real step time
-        state.train_seconds = self.dist.slowest(state.train_seconds + time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        if self.dist.active:
+            self.unagreed_seconds += elapsed  # the clock moves at the next agree, on every rank
+        else:
+            state.train_seconds += elapsed
+
+    def agree(self, stop: bool) -> bool:
+        """Whether to stop, agreed by every rank; under DDP the clock moves here, to the slowest
+        rank's, so that every time-driven decision (budget, schedule, timed evaluations, logs)
+        is the same on every rank."""
+        if not self.dist.active:
+            return stop
+        seconds = self.state.train_seconds + self.unagreed_seconds
+        stop, self.state.train_seconds = self.dist.agree(stop, seconds)
+        self.unagreed_seconds = 0.0
+        return stop
 
     def budget_left(self) -> bool:
         state, cfg = self.state, self.cfg
