@@ -18,9 +18,10 @@ FLAGS = {
     "--device --dropout "
     "--dtype --embedding --eval-every --eval-interval --grad-accum --grad-clip --heads --json "
     "--kv-heads --layers --log-every --lr --max-steps --max-time --min-lr-ratio --mlp --model "
-    "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --processes --quiet --resume --seed "
-    "--threads --tie --tokenizer --vocab-size --warmup --weight-decay --width --window "
-    "--window-pattern --val-files --doc-separator --init-from --drop-unknown --sample-every",
+    "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --processes --quiet "
+    "--resume --seed --threads --tie --tokenizer --vocab-size --warmup --weight-decay --width "
+    "--window --window-pattern --val-files --doc-separator --init-from --drop-unknown "
+    "--sample-every",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p --stop "
     "--stop-at-eot --repetition-penalty",
