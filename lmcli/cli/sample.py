@@ -16,7 +16,7 @@ from lmcli.cli.options import option
 from lmcli.cli.render import note, print_json, user_errors
 from lmcli.cli.signals import stop_at_once
 from lmcli.config import SampleConfig
-from lmcli.errors import ConfigError, InputError
+from lmcli.errors import ConfigError
 from lmcli.sampling.stop import parse_stop
 
 DEFAULTS = SampleConfig()
@@ -173,14 +173,9 @@ def _prompt_text(prompt: str | None, prompt_file: Path | None) -> str:
         raise ConfigError("give --prompt or --prompt-file, not both")
     if prompt_file is None:
         return DEFAULTS.prompt if prompt is None else prompt
-    try:
-        return prompt_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no such prompt file: {prompt_file}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{prompt_file} is not UTF-8 text") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {prompt_file}: {exc.strerror}") from None
+    from lmcli.corpus.text import read_text_file
+
+    return read_text_file(prompt_file, "prompt file")
 
 
 def _run(target: Path, cfg: SampleConfig, streaming: bool, json_out: bool) -> None:

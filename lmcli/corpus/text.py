@@ -83,6 +83,22 @@ def describe_path(path: Path) -> str | None:
     return None
 
 
+def read_text_file(path: Path, what: str = "file") -> str:
+    """A small UTF-8 text a user names (a prompt, a text to inspect), whole; what is not a
+    readable regular file (a FIFO or a device would block or never end) is an InputError."""
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"no such {what}: {path}")
+    reason = describe_path(path)
+    if reason is not None:
+        raise InputError(reason)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def check_text_file(path: Path) -> int:
     """Refuse what is not a readable, non-empty text file; return its size in bytes."""
     return scan_text_file(path)[0]

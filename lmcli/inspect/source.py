@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lmcli.config import ModelConfig
+from lmcli.corpus.text import read_text_file
 from lmcli.errors import InputError
 from lmcli.models import LanguageModel, Transformer
 from lmcli.sampling.prompt import encode_prompt
@@ -77,14 +78,7 @@ def read_text(
     """The prompt's or the file's ids; with neither, the start of the run's validation split.
     `encode` False keeps the raw text only (the tokens view shows unknown characters)."""
     if file is not None:
-        try:
-            prompt = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{file} does not exist") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{file} is not UTF-8 text") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {file}: {exc.strerror}") from None
+        prompt = read_text_file(file)
     if prompt is not None:
         if not prompt:
             raise InputError("the text is empty: give a prompt or a --file with some text")

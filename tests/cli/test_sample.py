@@ -127,6 +127,8 @@ BAD_INPUTS = [
     (["--drop-unknown", "--prompt", "Ω"], "every character of the prompt was dropped"),
     (["--prompt", "x", "--prompt-file", "p.txt"], "give --prompt or --prompt-file, not both"),
     (["--prompt-file", "missing.txt"], "no such prompt file: missing.txt"),
+    (["--prompt-file", "."], "is a directory, not a text file"),
+    (["--prompt-file", "/dev/zero"], "is not a regular file (a device)"),
     (["--stream", "--json"], "--stream and --json cannot be combined"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
     (["--num-samples", "0"], "--num-samples must be at least 1"),

@@ -4,6 +4,7 @@ pictures, and every bad input as one line."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,19 @@ def test_a_prompt_file_and_an_lstm_compared(trained_run: Path, tmp_path: Path) -
         (["attention", "RUN", "ROMEO", "--head", "5"], "--head 5 does not exist"),
         (["next", "RUN", "Ωmega"], "characters not in the char vocabulary"),
         (["next", "RUN", "x", "--file", "nowhere.txt"], "give a PROMPT or --file, not both"),
-        (["next", "RUN", "--file", "nowhere.txt"], "nowhere.txt does not exist"),
+        (["next", "RUN", "--file", "nowhere.txt"], "no such file: nowhere.txt"),
+        (["next", "RUN", "--file", "FIFO"], "is not a regular file (a FIFO)"),
+        (["next", "RUN", "--file", "."], "is a directory, not a text file"),
         (["next", "RUN", ""], "the text is empty"),
         (["tokens", "RUN", "x", "--top", "0"], "--top must be at least 1"),
     ],
 )
-def test_bad_input_is_one_line(args: list[str], message: str, trained_run: Path) -> None:
-    args = [str(trained_run) if a == "RUN" else a for a in args]
+def test_bad_input_is_one_line(
+    args: list[str], message: str, trained_run: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = [str(trained_run) if a == "RUN" else str(fifo) if a == "FIFO" else a for a in args]
     code, out, err = inspect(*args)
     assert code == 1, (out, err)
     assert err.startswith("error: ") and message in err, err

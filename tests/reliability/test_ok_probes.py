@@ -333,7 +333,7 @@ def test_sampling_that_works(run: Path, tmp_path: Path) -> None:
     assert ran.code == 0 and ran.out.startswith("ROMEO")
     bad = _write(tmp_path / "surr.txt", b"\xff\xfe bad")
     refused(cli("sample", run, "--prompt-file", bad), "is not UTF-8 text")
-    refused(cli("sample", run, "--prompt-file", tmp_path), "cannot read")
+    refused(cli("sample", run, "--prompt-file", tmp_path), "is a directory, not a text file")
     ran = cli("sample", run, "--num-samples", "500", "--max-new-tokens", "10", "--json")
     assert ran.code == 0 and len(json.loads(ran.out)["samples"]) == 500
 
