@@ -15,6 +15,7 @@ from lmcli.cli import app
 from lmcli.compare.run import RESULT_FILE, Comparison, Stage, compare, model_configs, train_flags
 from lmcli.config import CompareConfig
 from lmcli.errors import LmcliError
+from lmcli.presets import PRESETS
 
 STEPS = 8
 
@@ -63,7 +64,8 @@ def test_the_report_holds_every_model_matched_and_measured(
         assert [p["step"] for p in m.curve] == [2, 4, 6, 8]
         seconds = [p["train_seconds"] for p in m.curve]
         assert seconds == sorted(seconds) and len(set(seconds)) == len(seconds)
-        assert m.curve[-1]["tokens"] == STEPS * 8 * 128
+        batch = PRESETS["quick"]["batch-size"]  # the preset sets every model's batch
+        assert m.curve[-1]["tokens"] == STEPS * batch * 128
         assert len(m.sample) >= 40 and m.config["model"] == m.name
     # One context, batch and seed for all; the recurrent ones at the requested depth.
     for key in ("context", "batch-size", "seed", "max-steps", "optimizer", "lr"):

@@ -118,8 +118,9 @@ def test_d3_two_trainings_into_one_folder_at_once_leave_one_consistent_run(
     assert sorted(code for code, _ in results) == [0, 1], results
     loser = next(err for code, err in results if code == 1)
     # Which refusal the loser meets depends on how far the winner got: its lock, its run, or
-    # (between the two) the data it has already copied in. Each is one line, nothing touched.
-    refusals = ("in use by process", "already holds a run", "is not empty (it holds data)")
+    # (between the two) the data and files it has already written. Each is one line, nothing
+    # touched.
+    refusals = ("in use by process", "already holds a run", "is not empty (it holds data")
     assert any(r in loser for r in refusals) and loser.count("error: ") == 1, loser
     meta = json.loads((out / "data" / "meta.json").read_text())
     assert json.loads((out / "meta.json").read_text()) == meta  # data and run agree
