@@ -102,3 +102,57 @@ def test_unknown_optimizer_and_bad_muon_lr_are_refused() -> None:
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(ConfigError, match="--muon-lr"):
         TrainConfig(muon_lr=0.0).validate()
+
+
+def two_copies() -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    first, second = tiny_model(), tiny_model()
+    second.load_state_dict(first.state_dict())
+    return first, second
+
+
+def give_gradients(nets: tuple[torch.nn.Module, ...], step: int) -> None:
+    """The same random gradient for the same parameter of every copy."""
+    for params in zip(*(net.parameters() for net in nets), strict=True):
+        grad = torch.randn(params[0].shape, generator=torch.Generator().manual_seed(step))
+        for p in params:
+            p.grad = grad.clone()
+
+
+def test_the_adamw_groups_step_as_torch_adamw_does() -> None:
+    ours_net, torch_net = two_copies()
+    groups = [{"params": list(ours_net.parameters()), "kind": "adamw", "lr_scale": 1.0,
+               "weight_decay": 0.1}]  # fmt: skip
+    ours = MuonAdamW(groups, lr=3e-3, betas=(0.9, 0.99), momentum=0.95)
+    reference = torch.optim.AdamW(torch_net.parameters(), lr=3e-3, betas=(0.9, 0.99), eps=1e-8,
+                                  weight_decay=0.1, foreach=False)  # fmt: skip
+    for step in range(5):
+        give_gradients((ours_net, torch_net), step)
+        ours.step()
+        reference.step()
+    for a, b in zip(ours_net.parameters(), torch_net.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_muon_group_steps_as_the_written_out_rule() -> None:
+    """Per matrix: buf = mu buf + g; p = p (1 - lr wd) - lr s orth(g + mu buf), s = the shape
+    scale sqrt(max(1, rows / cols)); written out here tensor by tensor."""
+    ours_net, ref_net = two_copies()
+    lr, mu, decay = 0.02, 0.95, 0.1
+    ours_params = [p for p in ours_net.parameters() if p.dim() == 2]
+    ref_params = [p for p in ref_net.parameters() if p.dim() == 2]
+    ours = MuonAdamW([{"params": ours_params, "kind": "muon", "lr_scale": 1.0,
+                       "weight_decay": decay}], lr=lr, betas=(0.9, 0.99), momentum=mu)  # fmt: skip
+    bufs = [torch.zeros_like(p) for p in ref_params]
+    for step in range(3):
+        give_gradients((ours_net, ref_net), step)
+        ours.step()
+        with torch.no_grad():
+            for p, buf in zip(ref_params, bufs, strict=True):
+                assert p.grad is not None
+                buf.mul_(mu).add_(p.grad)
+                (update,) = orthogonalize([p.grad + mu * buf])
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                p.mul_(1 - lr * decay).sub_(lr * scale * update)
+    for a, b in zip(ours_params, ref_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
