@@ -335,6 +335,13 @@ class TrainConfig:
         "Hold the peak rate, then decay linearly to the floor over this last fraction of the "
         "budget (warmup-stable-decay; none: a cosine over the whole budget).",
     )
+    # "64:0.3,128:0.7": 64-token sequences for the first 30 % of the budget, 128 until 70 %,
+    # then the full context; each step keeps its tokens (batch_size * context), in more rows.
+    seq_warmup: str | None = setting(
+        None,
+        "Train on shorter sequences first: '64:0.3,128:0.7' is 64 tokens until 30 % of the "
+        "budget, 128 until 70 %, then the context (same tokens per step, in more rows).",
+    )
     weight_decay: float = setting(0.1, "Decoupled weight decay of the weight matrices.")
     # Muon: the hidden matrices at `muon_lr`, AdamW at `lr` for embeddings, head, gains and
     # biases (lmcli/training/optim.py).
@@ -414,10 +421,38 @@ class TrainConfig:
             raise ConfigError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if self.decay_fraction is not None and not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"--decay-fraction must be in (0, 1] (got {self.decay_fraction})")
+        if self.seq_warmup is not None:
+            parse_seq_warmup(self.seq_warmup)
         check_device_name(self.device)
         if self.dtype not in DTYPE_NAMES:
             raise ConfigError(f"unknown --dtype {self.dtype!r} ({', '.join(DTYPE_NAMES)})")
         check_seed(self.seed)
+
+
+def parse_seq_warmup(text: str) -> list[tuple[int, float]]:
+    """The (sequence length, budget fraction it lasts until) stages of --seq-warmup, in order:
+    lengths and fractions both increasing, fractions in (0, 1)."""
+    stages: list[tuple[int, float]] = []
+    for part in text.split(","):
+        length_text, colon, until_text = part.strip().partition(":")
+        stage: tuple[int, float] | None
+        try:
+            stage = (int(length_text), float(until_text))
+        except ValueError:
+            stage = None
+        if not colon or stage is None:
+            raise ConfigError(
+                f"--seq-warmup must look like 64:0.3,128:0.7 (got {text!r})",
+                hint="each stage is a sequence length and the budget fraction it lasts until",
+            )
+        stages.append(stage)
+    for (length, until), (before, start) in zip(stages, [(0, 0.0), *stages], strict=False):
+        if not length > before or not start < until < 1.0:
+            raise ConfigError(
+                f"--seq-warmup's lengths and fractions must both increase, the fractions "
+                f"within (0, 1) (got {text!r})"
+            )
+    return stages
 
 
 def parse_duration(text: str, flag: str = "--max-time") -> float:

@@ -40,7 +40,7 @@ from lmcli.training.data import TrainBatches
 from lmcli.training.evaluate import Evaluation, evaluate
 from lmcli.training.memory import estimate_step_memory
 from lmcli.training.optim import build_optimizer
-from lmcli.training.schedule import learning_rate, progress
+from lmcli.training.schedule import check_seq_warmup, learning_rate, progress, seq_len
 from lmcli.weights import parameter_count, save_weights, table_bytes
 
 # What last.pt holds besides the weights, each with its type: --resume refuses a file without it.
@@ -254,6 +254,7 @@ class Trainer:
             )
         meta = TokenMeta.load(token_dir)
         check_data_fits(meta, model_cfg)
+        check_seq_warmup(cfg, model_cfg.context)
         self.memory_estimate = check_training_memory(model_cfg, cfg, self.placement,
                                                      self.dist.world_size)  # fmt: skip
         verify_tokens(token_dir, meta)
@@ -292,6 +293,8 @@ class Trainer:
 
     def micro_step(self, x: torch.Tensor, y: torch.Tensor, sync: bool) -> torch.Tensor:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        length = seq_len(self.cfg, x.size(1), self.state.step, self.state.train_seconds)
+        x, y = x.reshape(-1, length), y.reshape(-1, length)  # (B * T / length, length) each
         with self.dist.no_sync(self.forward, sync), self.autocast:
             _, loss = self.forward(x, y)
         self.scaler.scale(loss / self.accum).backward()

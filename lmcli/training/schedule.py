@@ -1,5 +1,7 @@
-"""Learning-rate schedule: linear warmup, then a decay to lr * min_lr_ratio: a cosine over the
-whole budget, or (decay_fraction) the peak held and a linear decay over the budget's last part.
+"""Schedules over the budget. The learning rate: linear warmup, then a decay to
+lr * min_lr_ratio: a cosine over the whole budget, or (decay_fraction) the peak held and a
+linear decay over the budget's last part. The training sequence length (seq_warmup): shorter
+sequences first, then the model's context.
 
 Progress through the decay is measured against the budget: steps (max_steps), training seconds
 (max_time), or whichever is further along when both are set. A time budget makes the decay end
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from lmcli.config import TrainConfig
+from lmcli.config import TrainConfig, parse_seq_warmup
+from lmcli.errors import ConfigError
 
 # With no budget at all (train until Ctrl-C), the cosine spans this many steps.
 OPEN_ENDED_STEPS = 5000
@@ -40,3 +43,31 @@ def learning_rate(cfg: TrainConfig, step: int, seconds: float) -> float:
         left = (1.0 - done) / cfg.decay_fraction
         return floor + (cfg.lr - floor) * min(1.0, left)
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def check_seq_warmup(cfg: TrainConfig, context: int) -> None:
+    """Refuse --seq-warmup lengths that do not split a context-length window into equal rows."""
+    if cfg.seq_warmup is None:
+        return
+    for length, _ in parse_seq_warmup(cfg.seq_warmup):
+        if length >= context or context % length:
+            raise ConfigError(
+                f"--seq-warmup's length {length} must divide --context {context} and be shorter",
+                hint="each training window is cut into context / length rows of that length",
+            )
+
+
+def seq_len(cfg: TrainConfig, context: int, step: int, seconds: float) -> int:
+    """The training sequence length of optimiser step `step`: context, or a --seq-warmup
+    stage's shorter length while the budget has not reached that stage's fraction.
+
+    Early on a model learns mostly local statistics, which short sequences teach as well, and
+    a short sequence's attention costs less per token: so more steps fit in a time budget.
+    """
+    if cfg.seq_warmup is None:
+        return context
+    done = progress(cfg, step, seconds)
+    for length, until in parse_seq_warmup(cfg.seq_warmup):
+        if done < until:
+            return length
+    return context

@@ -16,6 +16,7 @@ from lmcli import rundir
 from lmcli.checkpoints import load_checkpoint, load_model, save_checkpoint
 from lmcli.corpus.tokenfiles import TokenMeta
 from lmcli.errors import InputError
+from lmcli.models.transformer import Transformer
 from lmcli.presets import resolve
 from lmcli.training import loop
 from lmcli.training.loop import Logged, TrainingDiverged, train
@@ -31,10 +32,15 @@ def start(token_dir: Path, run_dir: Path, **overrides: object):
     return model_cfg, train_cfg
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_resume_is_exact(token_dir: Path, tmp_path: Path, optimizer: str) -> None:
-    # dropout: the RNG must be restored too; the optimizer: its moments and momenta
-    settings = {"max-steps": 40, "dropout": 0.1, "optimizer": optimizer}
+@pytest.mark.parametrize(
+    ("optimizer", "seq_warmup"), [("adamw", None), ("muon", None), ("muon", "4:0.2,8:0.6")]
+)
+def test_resume_is_exact(
+    token_dir: Path, tmp_path: Path, optimizer: str, seq_warmup: str | None
+) -> None:
+    # dropout: the RNG must be restored too; the optimizer: its moments and momenta; with
+    # --seq-warmup the stop at step 20 falls inside the 8-token stage (steps 8 to 23)
+    settings = {"max-steps": 40, "dropout": 0.1, "optimizer": optimizer, "seq-warmup": seq_warmup}
     model_cfg, train_cfg = start(token_dir, tmp_path / "straight", **settings)
     train(model_cfg, train_cfg, token_dir, tmp_path / "straight")
 
@@ -64,6 +70,26 @@ def test_resume_is_exact(token_dir: Path, tmp_path: Path, optimizer: str) -> Non
     assert len(rows) == len(straight_rows)
     evals = [json.loads(r)["step"] for r in rows if '"eval"' in r]
     assert evals == [10, 20, 30, 40]
+
+
+def test_seq_warmup_trains_on_shorter_rows_with_the_same_tokens(
+    token_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes: list[tuple[int, int]] = []
+    forward = Transformer.forward
+
+    def recording(self: Transformer, idx: torch.Tensor, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+        if self.training:
+            shapes.append(tuple(idx.shape))
+        return forward(self, idx, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Transformer, "forward", recording)
+    model_cfg, train_cfg = start(token_dir, tmp_path / "run", **{"max-steps": 10,
+                                 "seq-warmup": "4:0.2,8:0.5", "threads": 1})  # fmt: skip
+    train(model_cfg, train_cfg, token_dir, tmp_path / "run")
+    # batch 8 of context 16: 4 rows of 4 tokens per window, then 2 of 8, then the windows.
+    # The first forward is the timed step that the Started event's estimate comes from.
+    assert shapes[1:] == [(32, 4)] * 2 + [(16, 8)] * 3 + [(8, 16)] * 5
 
 
 def test_recurrent_models_train(token_dir: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from lmcli.config import TrainConfig, parse_duration
 from lmcli.corpus.tokenfiles import open_tokens
 from lmcli.errors import ConfigError
 from lmcli.training.data import TrainBatches, val_token_count, val_windows
-from lmcli.training.schedule import learning_rate, progress
+from lmcli.training.schedule import check_seq_warmup, learning_rate, progress, seq_len
 
 
 def test_warmup_then_cosine_to_the_floor() -> None:
@@ -35,6 +35,34 @@ def test_warmup_stable_decay_holds_the_peak_then_falls_linearly_to_the_floor() -
     assert learning_rate(timed, 5, 90.0) == 2.0 and learning_rate(timed, 5, 135.0) == 1.0
     with pytest.raises(ConfigError, match="--decay-fraction must be in"):
         TrainConfig(decay_fraction=0.0).validate()
+
+
+def test_seq_warmup_shortens_the_rows_until_each_stage_ends() -> None:
+    cfg = TrainConfig(max_steps=100, seq_warmup="32:0.25,64:0.5")
+    cfg.validate()
+    lengths = [seq_len(cfg, 128, step, 0.0) for step in range(100)]
+    assert lengths == [32] * 25 + [64] * 25 + [128] * 50
+    timed = TrainConfig(max_time=100.0, seq_warmup="64:0.3")
+    assert seq_len(timed, 128, 10_000, 29.9) == 64 and seq_len(timed, 128, 5, 30.0) == 128
+    assert seq_len(TrainConfig(max_steps=10), 128, 0, 0.0) == 128  # none: the context
+    check_seq_warmup(cfg, 128)
+    check_seq_warmup(cfg, 64 * 3)  # 32 and 64 divide 192
+
+
+@pytest.mark.parametrize(
+    "text", ["64", "64:", ":0.3", "a:0.3", "64:1.0", "64:0", "128:0.3,64:0.7", "64:0.5,128:0.3"]
+)
+def test_seq_warmup_refuses_what_is_not_a_stage_list(text: str) -> None:
+    with pytest.raises(ConfigError, match="--seq-warmup"):
+        TrainConfig(seq_warmup=text).validate()
+
+
+@pytest.mark.parametrize("text", ["48:0.3", "128:0.5", "256:0.5"])
+def test_seq_warmup_refuses_lengths_that_do_not_split_the_context(text: str) -> None:
+    cfg = TrainConfig(seq_warmup=text)
+    cfg.validate()
+    with pytest.raises(ConfigError, match="must divide --context 128 and be shorter"):
+        check_seq_warmup(cfg, 128)
 
 
 def test_time_budget_drives_the_decay() -> None:
