@@ -340,7 +340,8 @@ class TrainConfig:
     seq_warmup: str | None = setting(
         None,
         "Train on shorter sequences first: '64:0.3,128:0.7' is 64 tokens until 30 % of the "
-        "budget, 128 until 70 %, then the context (same tokens per step, in more rows).",
+        "budget, 128 until 70 %, then the context (same tokens per step, in more rows); a "
+        "length at or past the context keeps the windows whole; 'none' turns it off.",
     )
     weight_decay: float = setting(0.1, "Decoupled weight decay of the weight matrices.")
     # Muon: the hidden matrices at `muon_lr`, AdamW at `lr` for embeddings, head, gains and
@@ -431,8 +432,10 @@ class TrainConfig:
 
 def parse_seq_warmup(text: str) -> list[tuple[int, float]]:
     """The (sequence length, budget fraction it lasts until) stages of --seq-warmup, in order:
-    lengths and fractions both increasing, fractions in (0, 1)."""
+    lengths and fractions both increasing, fractions in (0, 1); "none" is no stage at all."""
     stages: list[tuple[int, float]] = []
+    if text.strip().lower() == "none":
+        return stages
     for part in text.split(","):
         length_text, colon, until_text = part.strip().partition(":")
         stage: tuple[int, float] | None

@@ -46,14 +46,16 @@ def learning_rate(cfg: TrainConfig, step: int, seconds: float) -> float:
 
 
 def check_seq_warmup(cfg: TrainConfig, context: int) -> None:
-    """Refuse --seq-warmup lengths that do not split a context-length window into equal rows."""
+    """Refuse a --seq-warmup length shorter than the context that does not divide it: the rows
+    of a window must all be that long. A length at or past the context is no restriction."""
     if cfg.seq_warmup is None:
         return
     for length, _ in parse_seq_warmup(cfg.seq_warmup):
-        if length >= context or context % length:
+        if length < context and context % length:
             raise ConfigError(
-                f"--seq-warmup's length {length} must divide --context {context} and be shorter",
-                hint="each training window is cut into context / length rows of that length",
+                f"--seq-warmup's length {length} does not divide --context {context}",
+                hint="each training window is cut into context / length rows: choose lengths "
+                "that divide the context, or --seq-warmup none",
             )
 
 
@@ -69,5 +71,5 @@ def seq_len(cfg: TrainConfig, context: int, step: int, seconds: float) -> int:
     done = progress(cfg, step, seconds)
     for length, until in parse_seq_warmup(cfg.seq_warmup):
         if done < until:
-            return length
+            return min(length, context)
     return context

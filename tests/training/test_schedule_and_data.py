@@ -57,12 +57,25 @@ def test_seq_warmup_refuses_what_is_not_a_stage_list(text: str) -> None:
         TrainConfig(seq_warmup=text).validate()
 
 
-@pytest.mark.parametrize("text", ["48:0.3", "128:0.5", "256:0.5"])
-def test_seq_warmup_refuses_lengths_that_do_not_split_the_context(text: str) -> None:
-    cfg = TrainConfig(seq_warmup=text)
+def test_seq_warmup_refuses_lengths_that_do_not_split_the_context() -> None:
+    cfg = TrainConfig(seq_warmup="48:0.3")
     cfg.validate()
-    with pytest.raises(ConfigError, match="must divide --context 128 and be shorter"):
+    with pytest.raises(ConfigError, match="length 48 does not divide --context 128"):
         check_seq_warmup(cfg, 128)
+    preset_like = TrainConfig(seq_warmup="64:0.3,128:0.7")
+    with pytest.raises(ConfigError, match="length 64 does not divide --context 96"):
+        check_seq_warmup(preset_like, 96)
+
+
+def test_seq_warmup_past_the_context_or_none_keeps_the_windows_whole() -> None:
+    # The default preset's stages with a user's shorter --context: 64 fits 64, 128 past it.
+    cfg = TrainConfig(max_steps=10, seq_warmup="64:0.3,128:0.7")
+    check_seq_warmup(cfg, 64)
+    check_seq_warmup(cfg, 16)
+    assert [seq_len(cfg, 64, step, 0.0) for step in range(10)] == [64] * 10
+    off = TrainConfig(max_steps=10, seq_warmup="none")
+    off.validate()
+    assert seq_len(off, 128, 0, 0.0) == 128
 
 
 def test_time_budget_drives_the_decay() -> None:
