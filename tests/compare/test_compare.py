@@ -50,7 +50,8 @@ def test_the_report_holds_every_model_matched_and_measured(
 ) -> None:
     _, result = first
     assert [m.name for m in result.models] == ["transformer", "lstm", "gru"]
-    assert not result.interrupted and result.context == 128  # the quick preset's
+    context = PRESETS["quick"]["context"]  # the preset sets every model's context and batch
+    assert not result.interrupted and result.context == context
     target = result.models[0].params
     for m in result.models:
         assert abs(m.params - target) <= 0.1 * target, (m.name, m.params, target)
@@ -59,13 +60,13 @@ def test_the_report_holds_every_model_matched_and_measured(
                        m.memory["total"], m.memory["activations"]):  # fmt: skip
             assert figure is not None and math.isfinite(figure) and figure > 0, (m.name, figure)
         assert m.memory["cuda_peak"] is None  # a CPU run keeps no allocator peak
-        assert len(m.bpb_by_position) == 128 and all(math.isfinite(v) for v in m.bpb_by_position)
+        assert len(m.bpb_by_position) == context
+        assert all(math.isfinite(v) for v in m.bpb_by_position)
         # Evaluations every 2 steps and at the end, in order of time and tokens.
         assert [p["step"] for p in m.curve] == [2, 4, 6, 8]
         seconds = [p["train_seconds"] for p in m.curve]
         assert seconds == sorted(seconds) and len(set(seconds)) == len(seconds)
-        batch = PRESETS["quick"]["batch-size"]  # the preset sets every model's batch
-        assert m.curve[-1]["tokens"] == STEPS * batch * 128
+        assert m.curve[-1]["tokens"] == STEPS * PRESETS["quick"]["batch-size"] * context
         assert len(m.sample) >= 40 and m.config["model"] == m.name
     # One context, batch and seed for all; the recurrent ones at the requested depth.
     for key in ("context", "batch-size", "seed", "max-steps", "optimizer", "lr"):
