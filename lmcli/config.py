@@ -6,6 +6,7 @@ Each field's name is its flag's name (`kv_heads` is `--kv-heads`), so errors can
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import typing
@@ -430,12 +431,13 @@ class TrainConfig:
         check_seed(self.seed)
 
 
-def parse_seq_warmup(text: str) -> list[tuple[int, float]]:
+@functools.cache  # the training loop asks at every step: parse each spec once
+def parse_seq_warmup(text: str) -> tuple[tuple[int, float], ...]:
     """The (sequence length, budget fraction it lasts until) stages of --seq-warmup, in order:
     lengths and fractions both increasing, fractions in (0, 1); "none" is no stage at all."""
     stages: list[tuple[int, float]] = []
     if text.strip().lower() == "none":
-        return stages
+        return ()
     for part in text.split(","):
         length_text, colon, until_text = part.strip().partition(":")
         stage: tuple[int, float] | None
@@ -455,7 +457,7 @@ def parse_seq_warmup(text: str) -> list[tuple[int, float]]:
                 f"--seq-warmup's lengths and fractions must both increase, the fractions "
                 f"within (0, 1) (got {text!r})"
             )
-    return stages
+    return tuple(stages)
 
 
 def parse_duration(text: str, flag: str = "--max-time") -> float:

@@ -225,6 +225,21 @@ def test_processes_refuse_bad_counts_in_one_line(text: Path, tmp_path: Path) -> 
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("64", "--seq-warmup must look like 64:0.3,128:0.7"),
+     ("8:0.5,4:0.7", "--seq-warmup's lengths and fractions must both increase"),
+     ("6:0.5", "--seq-warmup's length 6 does not divide --context 16")],
+)  # fmt: skip
+def test_a_bad_seq_warmup_is_refused_in_one_line(
+    text: Path, tmp_path: Path, spec: str, message: str
+) -> None:
+    code, _, err = run(str(text), *TINY_FLAGS, "--seq-warmup", spec, "--max-steps", "5",
+                       "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 1 and err.count("error: ") == 1 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
 def test_the_first_run_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`lmcli train` with no corpus, a fresh data cache and no network: Tiny Shakespeare comes
     from the copy inside the package."""
