@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -197,6 +198,10 @@ class Weights:
         return sum(a.size for a in self.arrays.values())
 
 
+# How often read_weights opens a file again that was replaced while it read it.
+REREADS = 5
+
+
 def read_weights(path: Path) -> Weights:
     """Open a weights file without torch: validated by the safetensors package (header, dtypes,
     offsets inside the file), every tensor float32 and of the shape its config implies, and the
@@ -205,13 +210,26 @@ def read_weights(path: Path) -> Weights:
 
     if not path.is_file():
         raise InputError(f"no weights file at {path}")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise InputError(f"{path} is not a readable safetensors file ({str(exc)[:120]})") from None
+    # Training replaces best.safetensors atomically while `lmcli sample` may be reading it:
+    # safe_open and the memory map must see the same file, so the map is taken from the file
+    # opened first, and safe_open's reading counts only if the path still names that file.
+    for _ in range(REREADS):
+        try:
+            with path.open("rb") as handle:
+                inode = os.fstat(handle.fileno()).st_ino
+                with safe_open(str(path), framework="numpy") as f:
+                    metadata = f.metadata() or {}
+                if os.stat(path).st_ino != inode:
+                    continue  # replaced meanwhile: read the new file
+                arrays = _map_tensors(handle, path)
+                break
+        except (SafetensorError, OSError) as exc:
+            raise InputError(
+                f"{path} is not a readable safetensors file ({str(exc)[:120]})"
+            ) from None
+    else:
+        raise InputError(f"{path} was replaced {REREADS} times while being read: try again")
     cfg = _config_of(metadata, path)
-    arrays = _map_tensors(path)
     check_shapes(cfg, {k: a.shape for k, a in arrays.items()}, str(path))
     if metadata.get("lmcli_sha256") != content_hash(arrays):
         raise InputError(f"{path} is damaged: its tensors do not match the sha256 it recorded")
@@ -233,11 +251,12 @@ def _config_of(metadata: dict[str, str], path: Path) -> ModelConfig:
     return model_config_from_json(metadata["lmcli_config"], str(path))
 
 
-def _map_tensors(path: Path) -> dict[str, Array]:
-    """Each tensor as a read-only float32 view of the memory-mapped file. The header was
-    validated by safe_open; here only its offsets are read, to point into the file."""
+def _map_tensors(handle: IO[bytes], path: Path) -> dict[str, Array]:
+    """Each tensor as a read-only float32 view of the memory-mapped file `handle`. The header
+    was validated by safe_open; here only its offsets are read, to point into the file."""
     # A plain ndarray view of the map: arithmetic on np.memmap instances pays for the subclass.
-    mapped = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+    # The map outlives the handle (mmap keeps the file, even once replaced, until unmapped).
+    mapped = np.memmap(handle, dtype=np.uint8, mode="r").view(np.ndarray)
     (length,) = struct.unpack("<Q", mapped[:8].tobytes())
     header = json.loads(mapped[8 : 8 + length].tobytes())
     start = 8 + length
