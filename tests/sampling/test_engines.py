@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,36 @@ def test_a_forward_over_many_rows_gives_the_torch_logits(
         expected = model(torch.from_numpy(tokens))[0][:, -1].numpy()
     got = cpu_engine(weights, library).recompute(tokens)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# Shapes the variants (head size 8, context 16) leave out of decode.c's kernels: scores in
+# blocks of 32 positions, then of 8, then one at a time; head sizes that are not a multiple of
+# 8 (the values' scalar channels); outputs in blocks of 64 and of 16, and a qkv of 108 outputs
+# (not a multiple of 16: the dot-product path).
+LONG = ModelConfig(vocab_size=VOCAB, layers=2, width=48, heads=2, context=80)
+LONG_SHAPES = {
+    "head-size-24-context-80": LONG,
+    "head-size-12-multi-query-context-77": replace(LONG, width=36, heads=3, kv_heads=1, context=77),
+    "head-size-20-window-37": replace(LONG, width=80, heads=4, window=37, window_pattern="SL"),
+}
+
+
+@pytest.mark.parametrize("name", list(LONG_SHAPES))
+def test_long_contexts_and_odd_head_sizes_give_the_torch_logits(
+    name: str, tmp_path: Path, library: Library
+) -> None:
+    cfg = LONG_SHAPES[name]
+    model, weights = trained_like(cfg, tmp_path)
+    engine = cpu_engine(weights, library)
+    idx = torch.randint(0, VOCAB, (2, cfg.context), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(idx)[0].numpy()  # (B, T, V)
+    prompt = cfg.context - 41  # steps from there cross every block boundary of the scores
+    got = [engine.start(idx[:, :prompt].numpy())]
+    got += [engine.step(idx[:, t].numpy()) for t in range(prompt, cfg.context)]
+    for t, logits in zip(range(prompt - 1, cfg.context), got, strict=True):
+        np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(engine.recompute(idx.numpy()), full[:, -1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["rope-rmsnorm-gelu", "sliding-window-layers", "lstm"])

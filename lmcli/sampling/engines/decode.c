@@ -13,9 +13,10 @@
  *
  * Two liberties, both invisible in the logits: a KV cache whose keys are stored transposed
  * (D, context), so that the scores of one query are one pass over contiguous memory, and a
- * transposed copy (in, out) of each matrix, made once at open, for products over many rows (a
- * prompt or a refill), where register blocks need it; one row (a decoding step) reads the
- * file's (out, in) matrix directly.
+ * transposed copy (in, out) of each matrix, made once at open, which the register blocks of
+ * every product read (a prompt's rows, a refill's, a decoding step's one row); only a matrix
+ * whose outputs are not a multiple of 16 (a vocabulary's head) is read in the file's (out, in)
+ * layout, a dot product per output.
  *
  * Shapes as in transformer.py: B samples, T new positions, S positions attended over, C width,
  * H query heads, K kv heads, D head size, V vocabulary, W a local layer's window; rows of the
@@ -176,10 +177,54 @@ static float dot(const float *a, const float *b, int64_t n)
     return total;
 }
 
+/* y (out) = x (in) @ weight^T + bias for one row (a decoding step), out a multiple of 16, from
+ * weight_t: 64 outputs at a time in eight accumulators (as many independent chains as the FMA
+ * units keep in flight), reading 256 contiguous bytes of each weight_t row; then 16 at a time,
+ * in four interleaved sums over `in`. No horizontal sum per output. */
+static void linear_row(const Linear *l, const float *restrict x, float *restrict y)
+{
+    const int64_t in = l->in, out = l->out;
+    const float *w = l->weight_t;
+    const vec8 zero = {0};
+    int64_t o = 0;
+    for (; o + 64 <= out; o += 64) {
+        vec8 acc[8] = {zero, zero, zero, zero, zero, zero, zero, zero};
+        for (int64_t i = 0; i < in; i++) {
+            const float *wi = w + i * out + o;
+            for (int k = 0; k < 8; k++)
+                acc[k] += x[i] * load8(wi + 8 * k);
+        }
+        for (int k = 0; k < 8; k++)
+            store8(y + o + 8 * k, l->bias ? acc[k] + load8(l->bias + o + 8 * k) : acc[k]);
+    }
+    for (; o < out; o += 16) {
+        vec8 acc[4][2] = {{zero, zero}, {zero, zero}, {zero, zero}, {zero, zero}};
+        int64_t i = 0;
+        for (; i + 4 <= in; i += 4)
+            for (int q = 0; q < 4; q++) {
+                const float *wi = w + (i + q) * out + o;
+                acc[q][0] += x[i + q] * load8(wi);
+                acc[q][1] += x[i + q] * load8(wi + 8);
+            }
+        for (; i < in; i++) {
+            acc[0][0] += x[i] * load8(w + i * out + o);
+            acc[0][1] += x[i] * load8(w + i * out + o + 8);
+        }
+        vec8 y0 = (acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]);
+        vec8 y1 = (acc[0][1] + acc[1][1]) + (acc[2][1] + acc[3][1]);
+        if (l->bias) {
+            y0 += load8(l->bias + o);
+            y1 += load8(l->bias + o + 8);
+        }
+        store8(y + o, y0);
+        store8(y + o + 8, y1);
+    }
+}
+
 /* y (rows, out) = x (rows, in) @ weight^T + bias. Rows in blocks of 6 (a prompt, a refill)
- * accumulate 6 x 16 outputs in registers over all of `in`, from weight_t; what is left, a
- * decoding step's single row above all, is a dot product per output over the file's weight
- * rows, bound by reading them from memory. */
+ * accumulate 6 x 16 outputs in registers over all of `in`, from weight_t; each row left (a
+ * decoding step's single row above all) goes through linear_row, or, when out is not a
+ * multiple of 16 (a vocabulary's head), a dot product per output over the file's rows. */
 static void linear(const Linear *l, const float *restrict x, int64_t rows, float *restrict y)
 {
     const int64_t in = l->in, out = l->out;
@@ -207,9 +252,14 @@ static void linear(const Linear *l, const float *restrict x, int64_t rows, float
             }
         }
     }
-    for (int64_t r = blocked; r < rows; r++)
+    for (int64_t r = blocked; r < rows; r++) {
+        if (out % 16 == 0) {
+            linear_row(l, x + r * in, y + r * out);
+            continue;
+        }
         for (int64_t o = 0; o < out; o++)
             y[r * out + o] = dot(l->weight + o * in, x + r * in, in) + (l->bias ? l->bias[o] : 0.0f);
+    }
 }
 
 /* make_norm: LayerNorm (centre, scale, optional bias) or RMSNorm (scale only), over C. */
@@ -267,6 +317,85 @@ static void sinusoidal_table(int64_t context, int64_t C, float *table)
         }
 }
 
+/* One query head over positions first..p of the cache: the scores q . k_j * scale, their
+ * softmax, and the sum of the values it weights, into out (D). The scores of 32 positions at a
+ * time are summed over D in registers (four independent chains); the values, 8 channels at a
+ * time, in four interleaved sums over the positions, divided by the softmax's total once. */
+static void attend_head(const float *q, float scale, const float *keys, const float *values,
+                        int64_t D, int64_t ctx, int64_t first, int64_t p, float *scores, float *out)
+{
+    int64_t j = first;
+    for (; j + 32 <= p + 1; j += 32) {
+        vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int64_t d = 0; d < D; d++) {
+            const float *k = keys + d * ctx + j;
+            a0 += q[d] * load8(k);
+            a1 += q[d] * load8(k + 8);
+            a2 += q[d] * load8(k + 16);
+            a3 += q[d] * load8(k + 24);
+        }
+        store8(scores + j, a0 * scale), store8(scores + j + 8, a1 * scale);
+        store8(scores + j + 16, a2 * scale), store8(scores + j + 24, a3 * scale);
+    }
+    for (; j + 8 <= p + 1; j += 8) {
+        vec8 a = {0};
+        for (int64_t d = 0; d < D; d++)
+            a += q[d] * load8(keys + d * ctx + j);
+        store8(scores + j, a * scale);
+    }
+    for (; j <= p; j++) {
+        float a = 0.0f;
+        for (int64_t d = 0; d < D; d++)
+            a += q[d] * keys[d * ctx + j];
+        scores[j] = a * scale;
+    }
+    float top = -INFINITY;
+    j = first;
+    if (j + 8 <= p + 1) {
+        vec8 tops = load8(scores + j);
+        for (j += 8; j + 8 <= p + 1; j += 8) {
+            const vec8 s = load8(scores + j);
+            tops = select8(s > tops, s, tops);
+        }
+        for (int i = 0; i < 8; i++)
+            top = tops[i] > top ? tops[i] : top;
+    }
+    for (; j <= p; j++)
+        top = scores[j] > top ? scores[j] : top;
+    vec8 totals = {0};
+    for (j = first; j + 8 <= p + 1; j += 8) {  /* softmax: e^(score - top), eight at a time */
+        const vec8 e = exp8(load8(scores + j) - top);
+        store8(scores + j, e);
+        totals += e;
+    }
+    float total = sum8(totals);
+    for (; j <= p; j++) {
+        scores[j] = expf(scores[j] - top);
+        total += scores[j];
+    }
+    const float inv = 1.0f / total;
+    int64_t d = 0;
+    for (; d + 8 <= D; d += 8) {
+        vec8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        const float *v = values + d;
+        for (j = first; j + 4 <= p + 1; j += 4) {
+            a0 += scores[j] * load8(v + j * D);
+            a1 += scores[j + 1] * load8(v + (j + 1) * D);
+            a2 += scores[j + 2] * load8(v + (j + 2) * D);
+            a3 += scores[j + 3] * load8(v + (j + 3) * D);
+        }
+        for (; j <= p; j++)
+            a0 += scores[j] * load8(v + j * D);
+        store8(out + d, ((a0 + a1) + (a2 + a3)) * inv);
+    }
+    for (; d < D; d++) {
+        float a = 0.0f;
+        for (j = first; j <= p; j++)
+            a += scores[j] * values[j * D + d];
+        out[d] = a * inv;
+    }
+}
+
 /* CausalSelfAttention, for one row at position p of sample b: q, k, v from its qkv row, RoPE,
  * the key and value written into the cache, and the attention of the H query heads over the
  * positions it sees (all up to p, or the last W in a local layer; query head h reads kv head
@@ -293,35 +422,7 @@ static void attend(const Model *m, const Block *blk, int64_t b, int64_t p, float
     for (int64_t h = 0; h < H; h++) {
         const float *keys = blk->keys + (b * K + h / group) * D * ctx;
         const float *values = blk->values + (b * K + h / group) * ctx * D;
-        const float *qh = q + h * D;
-        for (int64_t j = first; j <= p; j++)
-            scores[j] = 0.0f;
-        for (int64_t d = 0; d < D; d++)
-            for (int64_t j = first; j <= p; j++)
-                scores[j] += qh[d] * keys[d * ctx + j];
-        float top = -INFINITY, total = 0.0f;
-        for (int64_t j = first; j <= p; j++) {
-            scores[j] *= scale;
-            top = scores[j] > top ? scores[j] : top;
-        }
-        int64_t j = first;
-        for (; j + 8 <= p + 1; j += 8) {  /* softmax: e^(score - top), eight at a time */
-            const vec8 e = exp8(load8(scores + j) - top);
-            store8(scores + j, e);
-            total += sum8(e);
-        }
-        for (; j <= p; j++) {
-            scores[j] = expf(scores[j] - top);
-            total += scores[j];
-        }
-        float *oh = out + h * D;
-        for (int64_t d = 0; d < D; d++)
-            oh[d] = 0.0f;
-        for (int64_t j = first; j <= p; j++) {
-            const float w = scores[j] / total;
-            for (int64_t d = 0; d < D; d++)
-                oh[d] += w * values[j * D + d];
-        }
+        attend_head(q + h * D, scale, keys, values, D, ctx, first, p, scores, out + h * D);
     }
 }
 
