@@ -30,18 +30,38 @@ NS_STEPS = 5
 MUON_MOMENTUM = 0.95
 
 
+def token_table(model: nn.Module) -> Tensor:
+    """The token embedding's matrix (V, C): the transformer's wte, an LSTM/GRU's embed."""
+    for name in ("wte", "embed"):
+        table = getattr(model, name, None)
+        if isinstance(table, nn.Embedding):
+            return table.weight
+    raise TypeError(f"{type(model).__name__} has no token embedding (wte or embed)")
+
+
+def _own_table(model: nn.Module, cfg: TrainConfig) -> tuple[Tensor | None, float]:
+    """The token table when --embedding-lr gives it a rate of its own, and that rate / --lr."""
+    if cfg.embedding_lr is None:
+        return None, 1.0
+    return token_table(model), cfg.embedding_lr / cfg.lr
+
+
 def build_optimizer(
     model: nn.Module, cfg: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """AdamW for every parameter (--optimizer adamw), or Muon for the hidden matrices."""
+    """AdamW for every parameter (--optimizer adamw), or Muon for the hidden matrices. The
+    token embedding keeps a group of its own when --embedding-lr sets its rate."""
     if cfg.optimizer == "muon":
         return _muon(model, cfg)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
+    table, scale = _own_table(model, cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not table]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
         {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if table is not None:
+        groups.append({"params": [table], "weight_decay": cfg.weight_decay, "lr_scale": scale})
     # The fused kernel where the device has one (CUDA); else foreach (one kernel per op).
     fused = device.type == "cuda"
     return torch.optim.AdamW(
@@ -57,7 +77,8 @@ def _muon(model: nn.Module, cfg: TrainConfig) -> MuonAdamW:
     if isinstance(head, nn.Linear):
         outer.add(id(head.weight))
     matrices = [p for p in model.parameters() if p.dim() == 2 and id(p) not in outer]
-    tables = [p for p in model.parameters() if p.dim() >= 2 and id(p) in outer]
+    table, scale = _own_table(model, cfg)
+    tables = [p for p in model.parameters() if p.dim() >= 2 and id(p) in outer and p is not table]
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups: list[dict[str, Any]] = [
         {"params": matrices, "kind": "muon", "lr_scale": cfg.muon_lr / cfg.lr,
@@ -65,6 +86,9 @@ def _muon(model: nn.Module, cfg: TrainConfig) -> MuonAdamW:
         {"params": tables, "kind": "adamw", "lr_scale": 1.0, "weight_decay": 0.0},
         {"params": vectors, "kind": "adamw", "lr_scale": 1.0, "weight_decay": 0.0},
     ]  # fmt: skip
+    if table is not None:
+        groups.append({"params": [table], "kind": "adamw", "lr_scale": scale, "weight_decay": 0.0})
+    groups = [group for group in groups if group["params"]]  # a tied table leaves `tables` empty
     return MuonAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), momentum=MUON_MOMENTUM)
 
 

@@ -33,14 +33,17 @@ def start(token_dir: Path, run_dir: Path, **overrides: object):
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "seq_warmup"), [("adamw", None), ("muon", None), ("muon", "4:0.2,8:0.6")]
-)
+    ("optimizer", "extra"),
+    [("adamw", {}), ("muon", {}), ("muon", {"seq-warmup": "4:0.2,8:0.6"}),
+     ("muon", {"tie": False, "embedding-lr": 0.05}), ("adamw", {"embedding-lr": 0.05})],
+)  # fmt: skip
 def test_resume_is_exact(
-    token_dir: Path, tmp_path: Path, optimizer: str, seq_warmup: str | None
+    token_dir: Path, tmp_path: Path, optimizer: str, extra: dict[str, object]
 ) -> None:
-    # dropout: the RNG must be restored too; the optimizer: its moments and momenta; with
-    # --seq-warmup the stop at step 20 falls inside the 8-token stage (steps 8 to 23)
-    settings = {"max-steps": 40, "dropout": 0.1, "optimizer": optimizer, "seq-warmup": seq_warmup}
+    # dropout: the RNG must be restored too; the optimizer: its moments and momenta (and the
+    # token table's own group with --embedding-lr); with --seq-warmup the stop at step 20 falls
+    # inside the 8-token stage (steps 8 to 23)
+    settings = {"max-steps": 40, "dropout": 0.1, "optimizer": optimizer, **extra}
     model_cfg, train_cfg = start(token_dir, tmp_path / "straight", **settings)
     train(model_cfg, train_cfg, token_dir, tmp_path / "straight")
 

@@ -7,7 +7,13 @@ from torch import Tensor
 from lmcli.config import ModelConfig, TrainConfig
 from lmcli.errors import ConfigError
 from lmcli.models import build_model
-from lmcli.training.optim import NS_COEFFICIENTS, MuonAdamW, build_optimizer, orthogonalize
+from lmcli.training.optim import (
+    NS_COEFFICIENTS,
+    MuonAdamW,
+    build_optimizer,
+    orthogonalize,
+    token_table,
+)
 
 
 def textbook_newton_schulz(g: Tensor, steps: int = 5) -> Tensor:
@@ -97,11 +103,55 @@ def test_muon_state_round_trips() -> None:
             assert torch.equal(value, again.state[p][key])
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+@pytest.mark.parametrize(("model", "tie"), [("transformer", False), ("transformer", True),
+                                            ("lstm", False)])  # fmt: skip
+def test_embedding_lr_gives_the_token_table_a_rate_of_its_own(
+    optimizer: str, model: str, tie: bool
+) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, layers=2, width=32, heads=2, context=16, model=model, tie=tie)
+    net = build_model(cfg)
+    # no weight decay: AdamW decays the table (Muon's AdamW groups do not), which would blur
+    # the rate this measures
+    train_cfg = TrainConfig(optimizer=optimizer, lr=1e-3, embedding_lr=5e-2, weight_decay=0.0)
+    opt = build_optimizer(net, train_cfg, torch.device("cpu"))
+    table = token_table(net)
+    groups = [g for g in opt.param_groups if any(p is table for p in g["params"])]
+    assert len(groups) == 1 and len(groups[0]["params"]) == 1
+    assert groups[0]["lr_scale"] == pytest.approx(50.0)
+    owners = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(owners) == sorted(id(p) for p in net.parameters())  # each exactly once
+    assert all(g["lr_scale"] == 1.0 for g in opt.param_groups if g is not groups[0]
+               and g.get("kind") != "muon")  # fmt: skip
+
+    # Adam's first update is lr * g / |g| per entry: the table moves by its own rate, a norm's
+    # gain (or the LSTM's biases) by --lr.
+    for group in opt.param_groups:
+        group["lr"] = train_cfg.lr * group["lr_scale"]
+    before = {id(p): p.detach().clone() for p in net.parameters()}
+    x = torch.randint(0, 10, (4, 16))
+    _, loss = net(x, x)
+    loss.backward()
+    opt.step()
+    moved = (table.detach() - before[id(table)]).abs()
+    torch.testing.assert_close(moved.max(), torch.tensor(5e-2), rtol=1e-2, atol=0.0)
+    if not tie:  # rows of tokens never seen have no gradient: they stay
+        assert torch.equal(moved[10:], torch.zeros_like(moved[10:]))
+    vectors = [p for p in net.parameters() if p.dim() == 1]
+    largest = max((p.detach() - before[id(p)]).abs().max() for p in vectors)
+    torch.testing.assert_close(largest, torch.tensor(1e-3), rtol=1e-2, atol=0.0)
+
+
 def test_unknown_optimizer_and_bad_muon_lr_are_refused() -> None:
     with pytest.raises(ConfigError, match="--optimizer"):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(ConfigError, match="--muon-lr"):
         TrainConfig(muon_lr=0.0).validate()
+    with pytest.raises(ConfigError, match="--embedding-lr must be positive"):
+        TrainConfig(embedding_lr=0.0).validate()
+    with pytest.raises(ConfigError, match="--embedding-lr must be a finite number"):
+        TrainConfig(embedding_lr=float("nan")).validate()
 
 
 def two_copies() -> tuple[torch.nn.Module, torch.nn.Module]:
