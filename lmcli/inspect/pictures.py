@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from lmcli.inspect.panels import Bars, Heatmap, Lines, Panel, Spans, Table, ViewResult, scaled
-from lmcli.inspect.svg import BLUES, number, visible
+from lmcli.inspect.svg import BLUES, cell_text, number, visible
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -190,8 +190,9 @@ def _heatmap(fig: Figure, ax: Axes, h: Heatmap) -> None:
         for i, row_labels in enumerate(h.labels[:rows]):
             for j, text in enumerate(row_labels[:cols]):
                 dark = not math.isnan(grid[i, j]) and scaled(grid[i, j], h.lo, h.hi) > DARK
-                ax.text(j, i, _short(text, 6), ha="center", va="center", fontsize=size, zorder=2,
-                        color="white" if dark else INK, family="monospace")  # fmt: skip
+                ink = "white" if dark else INK
+                ax.text(j, i, _short(cell_text(text), 6), ha="center", va="center", zorder=2,
+                        fontsize=size, color=ink, family="monospace")  # fmt: skip
     elif not h.labels and rows * cols <= MAX_CELL_NUMBERS:  # a small grid: its numbers too
         for i in range(rows):
             for j in range(cols):

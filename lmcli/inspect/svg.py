@@ -44,6 +44,12 @@ def visible(text: str) -> str:
     )
 
 
+def cell_text(text: str) -> str:
+    """A token written in a heatmap cell: visible(text), and a space as ␣ (a cell has no
+    quotes around it, so a space token would otherwise be an empty cell)."""
+    return visible(text).replace(" ", "␣")
+
+
 def value_attr(value: float | None) -> str:
     """What `data-v` holds: the value to 6 significant digits, or "masked" for None."""
     return "masked" if value is None else format(value, ".6g")
@@ -224,7 +230,7 @@ def _cells(h: Heatmap, grid: _Grid, row_names: list[str], col_names: list[str]) 
                 texts.append(
                     f'<text class="cell" x="{x:.1f}" y="{y:.1f}" text-anchor="middle" '
                     f'dominant-baseline="central" style="fill:{on}">'
-                    f"{esc(_short(text, int((grid.cw - 4) / CHAR)))}</text>"
+                    f"{esc(_short(cell_text(text), int((grid.cw - 4) / CHAR)))}</text>"
                 )
     group = (
         f'<g transform="translate({grid.left:.1f},{grid.top:.1f}) '

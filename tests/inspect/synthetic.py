@@ -30,6 +30,7 @@ def lens() -> Heatmap:
     """A logit-lens grid: a token written in each cell, coloured by its probability."""
     values: list[list[float | None]] = [[0.125 * (r + c) % 1 for c in range(5)] for r in range(4)]
     labels = [[f"t{r}{c}" if c else "\n" for c in range(5)] for r in range(4)]
+    labels[3][4] = " "  # a space token: drawn as ␣, not as an empty cell
     rows = ["embed", "layer 0", "layer 1", "final"]
     return Heatmap(
         "top prediction per layer",

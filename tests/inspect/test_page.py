@@ -132,6 +132,7 @@ def test_heatmap_cell_labels_and_axes_are_drawn_visibly(written: tuple[str, Page
     _, page = written
     cell_texts = [e.text for e in page.find("text") if e.attrs.get("class") == "cell"]
     assert "t01" in cell_texts and "↵" in cell_texts  # a newline token shows as ↵
+    assert "␣" in cell_texts and " " not in cell_texts  # a space token shows as ␣
     labels = {e.text for e in page.find("text") if e.figure == 0}
     assert {"<s>", "a&b", " to", "↵", "→", "$x$", "query", "key"} <= labels
 
