@@ -23,6 +23,7 @@ MAX_VOCAB_SIZE = 2**32
 MIN_BPE_VOCAB_SIZE = 256 + 1
 DEFAULT_BPE_VOCAB_SIZE = 4096
 OPTIMIZERS = ("adamw", "muon")
+MUON_SCALES = ("tall", "aspect")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 # No model is this deep; a config that says so is damaged (and would take hours just to list).
 MAX_LAYERS = 10_000
@@ -351,6 +352,14 @@ class TrainConfig:
         "adamw", "adamw, or muon: Muon for the hidden matrices, AdamW at --lr for the rest."
     )
     muon_lr: float = setting(0.02, "Peak learning rate of the Muon matrices.")
+    # An orthogonalised update has unit singular values, so its RMS per entry is
+    # 1/sqrt(long side): each matrix's step is scaled back up by its shape.
+    muon_scale: str = setting(
+        "tall",
+        "How Muon scales a matrix's orthogonalised update: tall (by sqrt(rows / columns) when "
+        "rows > columns, as in Keller Jordan's Muon) or aspect (by sqrt(long side / short "
+        "side), wide matrices too: every entry then moves by the same RMS, 1/sqrt(short side)).",
+    )
     # The token embedding's rows move only when their token is in the batch, and each row is
     # looked up, not multiplied into a hidden state: it can take a far larger rate than the
     # head (the README's 3-minute recipe measured 10x). None: --lr, like the rest.
@@ -409,6 +418,10 @@ class TrainConfig:
             )
         if not self.muon_lr > 0:
             raise ConfigError(f"--muon-lr must be positive (got {self.muon_lr})")
+        if self.muon_scale not in MUON_SCALES:
+            raise ConfigError(
+                f"--muon-scale must be one of {', '.join(MUON_SCALES)} (got {self.muon_scale!r})"
+            )
         if self.embedding_lr is not None:
             _check_finite({"--embedding-lr": self.embedding_lr})
             if not self.embedding_lr > 0:

@@ -82,7 +82,7 @@ def _muon(model: nn.Module, cfg: TrainConfig) -> MuonAdamW:
     vectors = [p for p in model.parameters() if p.dim() < 2]
     groups: list[dict[str, Any]] = [
         {"params": matrices, "kind": "muon", "lr_scale": cfg.muon_lr / cfg.lr,
-         "weight_decay": cfg.weight_decay},
+         "weight_decay": cfg.weight_decay, "shape_scale": cfg.muon_scale},
         {"params": tables, "kind": "adamw", "lr_scale": 1.0, "weight_decay": 0.0},
         {"params": vectors, "kind": "adamw", "lr_scale": 1.0, "weight_decay": 0.0},
     ]  # fmt: skip
@@ -119,6 +119,20 @@ def orthogonalize(matrices: list[Tensor], steps: int = NS_STEPS) -> list[Tensor]
             g = matrices[i]
             out[i] = (x if g.size(0) <= g.size(1) else x.mT).to(g.dtype)
     return [x for x in out if x is not None]
+
+
+def shape_scale(rows: int, cols: int, rule: str) -> float:
+    """The factor on a (rows, cols) matrix's orthogonalised update (--muon-scale).
+
+    An orthogonal update has unit singular values, so each entry moves by an RMS of
+    1/sqrt(max(rows, cols)): the larger a matrix's long side, the smaller its steps.
+    "tall" scales a tall matrix by sqrt(rows / cols), so that its outputs move about as much as
+    a square matrix's; "aspect" scales wide matrices the same way (sqrt(cols / rows)), so every
+    entry of every matrix moves by 1/sqrt(min(rows, cols)): in a transformer, 1/sqrt(width).
+    """
+    if rule == "aspect":
+        return math.sqrt(max(rows, cols) / min(rows, cols))
+    return math.sqrt(max(1.0, rows / cols))
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -161,9 +175,7 @@ class MuonAdamW(torch.optim.Optimizer):
             buf.mul_(mu).add_(p.grad)
             looks.append(p.grad.add(buf, alpha=mu))  # Nesterov: look one step ahead
         for p, update in zip(params, orthogonalize(looks), strict=True):
-            # An orthogonal update has unit singular values; for a tall matrix that is a small
-            # RMS per entry, so scale it to move every matrix's outputs by a similar amount.
-            scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
+            scale = shape_scale(p.size(0), p.size(1), group.get("shape_scale", "tall"))
             p.mul_(1.0 - lr * decay)
             p.add_(update, alpha=-lr * scale)
 

@@ -21,7 +21,7 @@ FLAGS = {
     "--muon-lr --norm --norm-placement --optimizer --out --pos --preset --processes --quiet "
     "--resume --seed --threads --tie --tokenizer --vocab-size --warmup --weight-decay --width "
     "--window --window-pattern --val-files --doc-separator --init-from --drop-unknown "
-    "--sample-every --seq-warmup --embedding-lr",
+    "--sample-every --seq-warmup --embedding-lr --muon-scale",
     "sample": "--context-window --device --drop-unknown --json --max-new-tokens --num-samples "
     "--prompt --prompt-file --seed --stream --temperature --threads --top-k --top-p --stop "
     "--stop-at-eot --repetition-penalty",

@@ -44,6 +44,7 @@ TRAIN_FLAGS = [
     (["--min-lr-ratio", "2"], "--min-lr-ratio must be in [0, 1]"),
     (["--muon-lr", "0"], "--muon-lr must be positive"),
     (["--embedding-lr", "0"], "--embedding-lr must be positive"),
+    (["--muon-scale", "fan"], "--muon-scale must be one of tall, aspect"),
     (["--optimizer", "sgd"], "--optimizer must be one of adamw, muon"),
     (["--model", "rnn"], "--model must be one of transformer/lstm/gru"),
     (["--pos", "abc"], "--pos must be one of"),

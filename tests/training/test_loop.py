@@ -35,7 +35,8 @@ def start(token_dir: Path, run_dir: Path, **overrides: object):
 @pytest.mark.parametrize(
     ("optimizer", "extra"),
     [("adamw", {}), ("muon", {}), ("muon", {"seq-warmup": "4:0.2,8:0.6"}),
-     ("muon", {"tie": False, "embedding-lr": 0.05}), ("adamw", {"embedding-lr": 0.05})],
+     ("muon", {"tie": False, "embedding-lr": 0.05, "muon-scale": "aspect"}),
+     ("adamw", {"embedding-lr": 0.05})],
 )  # fmt: skip
 def test_resume_is_exact(
     token_dir: Path, tmp_path: Path, optimizer: str, extra: dict[str, object]

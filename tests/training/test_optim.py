@@ -12,6 +12,7 @@ from lmcli.training.optim import (
     MuonAdamW,
     build_optimizer,
     orthogonalize,
+    shape_scale,
     token_table,
 )
 
@@ -143,11 +144,55 @@ def test_embedding_lr_gives_the_token_table_a_rate_of_its_own(
     torch.testing.assert_close(largest, torch.tensor(1e-3), rtol=1e-2, atol=0.0)
 
 
+def test_shape_scale_rules() -> None:
+    # tall: only a matrix with more rows than columns is scaled up
+    assert shape_scale(384, 96, "tall") == pytest.approx(2.0)
+    assert shape_scale(96, 384, "tall") == 1.0 and shape_scale(96, 96, "tall") == 1.0
+    # aspect: tall and wide alike, so each entry's RMS is 1/sqrt(short side)
+    assert shape_scale(96, 384, "aspect") == pytest.approx(2.0)
+    assert shape_scale(288, 96, "aspect") == pytest.approx(3**0.5)
+    assert shape_scale(96, 96, "aspect") == 1.0
+    # the exact orthogonal update (U V^T): every entry of a wide and a tall one moves by the
+    # same RMS under aspect, 1/sqrt(96)
+    for shape in ((96, 384), (288, 96)):
+        u, _, vh = torch.linalg.svd(torch.randn(shape, dtype=torch.float64), full_matrices=False)
+        rms = (u @ vh * shape_scale(*shape, "aspect")).pow(2).mean().sqrt()
+        assert float(rms) == pytest.approx(96**-0.5, rel=1e-9)
+
+
+@pytest.mark.parametrize("rule", ["tall", "aspect"])
+def test_muon_scale_sets_how_far_a_wide_matrix_moves(rule: str) -> None:
+    """One Muon step from the same gradient: --muon-scale aspect moves the MLP's wide output
+    projection (width x 4 width) twice as far as tall does; the tall matrices the same."""
+    steps: dict[str, dict[str, Tensor]] = {}
+    for each in ("tall", rule):
+        torch.manual_seed(0)
+        net = tiny_model()
+        cfg = TrainConfig(optimizer="muon", weight_decay=0.0, muon_scale=each)
+        opt = build_optimizer(net, cfg, torch.device("cpu"))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * group["lr_scale"]
+        block = net.blocks[0]
+        watched = {"wide": block.mlp.proj.weight, "tall": block.mlp.fc.weight}
+        before = {k: p.detach().clone() for k, p in watched.items()}
+        x = torch.randint(0, 40, (4, 16))
+        _, loss = net(x, x)
+        loss.backward()
+        opt.step()
+        steps[each] = {k: (p.detach() - before[k]).norm() for k, p in watched.items()}
+    assert block.mlp.proj.weight.shape == (32, 128)  # wide: (out, in) with out < in
+    factor = 2.0 if rule == "aspect" else 1.0
+    torch.testing.assert_close(steps[rule]["wide"], factor * steps["tall"]["wide"])
+    torch.testing.assert_close(steps[rule]["tall"], steps["tall"]["tall"])
+
+
 def test_unknown_optimizer_and_bad_muon_lr_are_refused() -> None:
     with pytest.raises(ConfigError, match="--optimizer"):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(ConfigError, match="--muon-lr"):
         TrainConfig(muon_lr=0.0).validate()
+    with pytest.raises(ConfigError, match="--muon-scale must be one of tall, aspect"):
+        TrainConfig(muon_scale="fan").validate()
     with pytest.raises(ConfigError, match="--embedding-lr must be positive"):
         TrainConfig(embedding_lr=0.0).validate()
     with pytest.raises(ConfigError, match="--embedding-lr must be a finite number"):
