@@ -352,8 +352,7 @@ class TrainConfig:
         "adamw", "adamw, or muon: Muon for the hidden matrices, AdamW at --lr for the rest."
     )
     muon_lr: float = setting(0.02, "Peak learning rate of the Muon matrices.")
-    # An orthogonalised update has unit singular values, so its RMS per entry is
-    # 1/sqrt(long side): each matrix's step is scaled back up by its shape.
+    # Each matrix's orthogonalised step is scaled back up by its shape (optim.shape_scale).
     muon_scale: str = setting(
         "tall",
         "How Muon scales a matrix's orthogonalised update: tall (by sqrt(rows / columns) when "

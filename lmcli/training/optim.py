@@ -174,8 +174,11 @@ class MuonAdamW(torch.optim.Optimizer):
             buf = state["momentum"]
             buf.mul_(mu).add_(p.grad)
             looks.append(p.grad.add(buf, alpha=mu))  # Nesterov: look one step ahead
+        # A checkpoint from before --muon-scale has no "shape_scale" (loading it restores its
+        # groups' settings): it trained with tall.
+        rule = group.get("shape_scale", "tall")
         for p, update in zip(params, orthogonalize(looks), strict=True):
-            scale = shape_scale(p.size(0), p.size(1), group.get("shape_scale", "tall"))
+            scale = shape_scale(p.size(0), p.size(1), rule)
             p.mul_(1.0 - lr * decay)
             p.add_(update, alpha=-lr * scale)
 
