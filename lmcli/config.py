@@ -388,8 +388,13 @@ class TrainConfig:
     )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     dtype: str = setting("auto", "auto, float32, bfloat16 or float16 (autocast).")
-    # None means on for CUDA, off elsewhere (CPU compiles take minutes).
-    compile: bool | None = setting(None, "torch.compile the model (default: on for CUDA).")
+    # None means on for CUDA, and on a CPU for a transformer whose run trains long enough to
+    # repay compiling (training/loop.py: COMPILE_PAYS_SECONDS); off on MPS and --processes.
+    compile: bool | None = setting(
+        None,
+        "torch.compile the model before the clock starts (default: on for CUDA, and on a CPU "
+        "for a transformer run of 2 minutes or more).",
+    )
     # None measures 1 and one per core and keeps the faster (devices.py).
     threads: int | None = setting(
         None, "CPU threads (default: 1 or one per core, whichever a timed step says)."

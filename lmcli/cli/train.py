@@ -387,6 +387,7 @@ def _rows(r: TrainResult) -> list[tuple[str, str]]:
         ("tokens seen", f"{r.tokens_seen:,}"),
         ("training time", f"{r.train_seconds:.1f} s"),
         ("wall time", f"{r.wall_seconds:.1f} s"),
+        *([("compiling (in wall time)", f"{r.compile_seconds:.1f} s")] * bool(r.compile_seconds)),
         ("tokens/s", f"{r.tokens_per_s:,.0f}"),
         ("best val loss", f"{r.best_val_loss:.4f}"),
         ("best val bits/byte", f"{r.best_val_bpb:.4f}"),

@@ -30,6 +30,11 @@ def table_rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
         ("steps", cells(lambda m: f"{m.train['steps']:,}")),
         ("training time", cells(lambda m: f"{m.train['train_seconds']:.1f} s")),
         ("wall time", cells(lambda m: f"{m.train['wall_seconds']:.1f} s")),
+        # Reports from before --compile auto have no such key: nothing was compiled on a CPU.
+        (
+            "compiling (in wall time)",
+            cells(lambda m: f"{m.train.get('compile_seconds', 0.0):.1f} s"),
+        ),
         ("best val loss", cells(lambda m: f"{m.train['best_val_loss']:.4f}")),
         ("best val bits/byte", cells(lambda m: f"{m.train['best_val_bpb']:.4f}")),
         ("bits/byte at position 1", cells(lambda m: f"{m.bpb_by_position[0]:.3f}")),

@@ -29,7 +29,7 @@ from torch import nn
 
 from lmcli import rundir
 from lmcli.checkpoints import load_checkpoint, save_checkpoint
-from lmcli.config import ModelConfig, SampleConfig, TrainConfig
+from lmcli.config import ModelConfig, SampleConfig, TrainConfig, parse_seq_warmup
 from lmcli.corpus.tokenfiles import TokenMeta, open_tokens, verify_tokens
 from lmcli.devices import Placement, ThreadTuner, capped_threads, resolve_placement
 from lmcli.errors import ConfigError, InputError, LmcliError
@@ -105,6 +105,10 @@ class Saved:
 
 Event = Started | Logged | Evaluated | Sampled | Saved
 SAMPLE_TOKENS = 100
+# --compile auto compiles a transformer on a CPU when the run will train this long. The default
+# model's step ran ~1.45x faster compiled; compiling it took 67 s the first time on 2 cores and
+# ~4 s once torch had cached it (README, the 3-minute recipe's fifth round).
+COMPILE_PAYS_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class TrainResult:
     tokens_seen: int
     train_seconds: float
     wall_seconds: float
+    # Compiling before the clock started (--compile): in wall_seconds, not in train_seconds.
+    compile_seconds: float
     tokens_per_s: float
     best_val_loss: float
     best_val_bpb: float
@@ -273,8 +279,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.placement.needs_grad_scaler)  # fmt: skip
         self.state = RunState()
-        self.compiled = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
-        forward = cast(nn.Module, torch.compile(self.model)) if self.compiled else self.model
+        # Compiled from the start when asked to or on CUDA; on a CPU, "auto" (cfg.compile None)
+        # decides in start(), once a timed step says how long the run will train.
+        self.compiled = cfg.compile is True or (cfg.compile is None and self.device.type == "cuda")
+        self.compile_seconds = 0.0
+        forward = self._compiled_model() if self.compiled else self.model
         self.forward = self.dist.wrap(forward)
         self.accum = cfg.grad_accum // self.dist.world_size
         self.batches = TrainBatches(self.train_tokens, cfg.batch_size, model_cfg.context, cfg.seed,
@@ -291,12 +300,24 @@ class Trainer:
 
     # -- the parts of a step -------------------------------------------------------------------
 
-    def micro_step(self, x: torch.Tensor, y: torch.Tensor, sync: bool) -> torch.Tensor:
+    def micro_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        sync: bool,
+        length: int | None = None,
+        eager: bool = False,
+    ) -> torch.Tensor:
+        """Forward and backward of one micro-batch, its windows cut into rows of `length`
+        (default: --seq-warmup's length at this point of the budget); `eager` runs the model
+        itself, not its compiled or DDP-wrapped form."""
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        length = seq_len(self.cfg, x.size(1), self.state.step, self.state.train_seconds)
+        if length is None:
+            length = seq_len(self.cfg, x.size(1), self.state.step, self.state.train_seconds)
         x, y = x.reshape(-1, length), y.reshape(-1, length)  # (B * T / length, length) each
-        with self.dist.no_sync(self.forward, sync), self.autocast:
-            _, loss = self.forward(x, y)
+        forward = self.model if eager else self.forward
+        with self.dist.no_sync(forward, sync), self.autocast:
+            _, loss = forward(x, y)
         self.scaler.scale(loss / self.accum).backward()
         return loss.detach()
 
@@ -377,6 +398,8 @@ class Trainer:
             t_tune = time.perf_counter()
             if self.tuner.observe(self.tokens_per_step / rate, state.train_seconds):
                 state.train_seconds += time.perf_counter() - t_tune
+                if self.compiled:  # kernels for the new thread count, compiled off the clock
+                    self._compile()
         self.loss_sum.zero_()
         self.loss_count = 0
         self.window_start, self.window_tokens = state.train_seconds, 0
@@ -506,14 +529,19 @@ class Trainer:
             self.metrics = rundir.MetricsLog(self.run_dir)
         notes = self.notes
         if self.threads is None and self.device.type == "cpu":
-            self.tuner = ThreadTuner(self._time_step)
+            # Timed eagerly: a compiled model would compile again for each thread count.
+            self.tuner = ThreadTuner(lambda: self._time_step(eager=True))
             self.threads = self.tuner.tune()
             tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in self.tuner.timings.items())
             notes.append(
                 f"threads: a step took {tried}; using {self.threads} (--threads to fix it)"
             )
-        elif self.compiled:
-            self._time_step()  # the first call compiles: minutes that are not a step's time
+        step_seconds = self._time_step(eager=True)
+        if not self.compiled and self._compile_pays(step_seconds):
+            self.compiled, self.forward = True, self.dist.wrap(self._compiled_model())
+        if self.compiled:
+            notes.append(self._compile())
+            step_seconds = self._time_step()
         self.window_start = self.state.train_seconds
         self.on_event(
             Started(
@@ -525,19 +553,63 @@ class Trainer:
                 world_size=self.dist.world_size,
                 tokens_per_step=self.tokens_per_step,
                 memory_estimate_bytes=self.memory_estimate,
-                step_seconds_estimate=self._time_step(),
+                step_seconds_estimate=step_seconds,
                 start_step=self.state.step,
                 notes=tuple(notes),
             )
         )
         self.model.train()
 
-    def _time_step(self) -> float:
+    def _compiled_model(self) -> nn.Module:
+        # Static shapes: one graph for each of the few lengths a run trains on (--seq-warmup's
+        # stages), not a dynamic-shape graph whose kernels cannot specialise on them.
+        return cast(nn.Module, torch.compile(self.model, dynamic=False))
+
+    def _compile_pays(self, step_seconds: float) -> bool:
+        """--compile auto on a CPU: compile a transformer when the run is expected to train
+        for at least COMPILE_PAYS_SECONDS (by its time budget, or its step budget at
+        `step_seconds`, the eager step's time). Not an LSTM or GRU: its step is already one
+        fused kernel a layer, and compiled it ran no faster (README)."""
+        if self.cfg.compile is not None or self.device.type != "cpu" or self.dist.active:
+            return False
+        if self.model_cfg.model != "transformer":
+            return False
+        return expected_train_seconds(self.cfg, self.state, step_seconds) >= COMPILE_PAYS_SECONDS
+
+    def _compile(self) -> str:
+        """Compile the forward and backward for every sequence length the run will train on
+        (--seq-warmup's and the context), before the clock starts: compiling is not training,
+        as evaluating is not. Returns the note that says what it cost. On a CPU that cannot
+        compile (no C++ compiler, say), --compile auto goes on eagerly; --compile refuses."""
+        t0 = time.perf_counter()
+        lengths = training_lengths(self.cfg, self.model_cfg.context)
+        try:
+            for length in lengths:
+                self._time_step(length)  # the first call at each length compiles
+        except Exception as exc:  # torch.compile fails in many ways, none of them the user's
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            if self.cfg.compile is True or self.device.type != "cpu":
+                raise LmcliError(
+                    f"torch.compile failed on {self.device}: {first}",
+                    hint="train without --compile (on a CPU it needs a C++ compiler)",
+                ) from None
+            torch._dynamo.reset()
+            self.compiled, self.forward = False, self.dist.wrap(self.model)
+            return f"compile: torch.compile failed ({first}); training without it"
+        seconds = time.perf_counter() - t0
+        self.compile_seconds += seconds
+        shown = ", ".join(str(n) for n in lengths)
+        return (
+            f"compile: {seconds:.0f} s for sequence length {shown}, not counted "
+            "as training (torch caches it: the next run of this model compiles in seconds)"
+        )
+
+    def _time_step(self, length: int | None = None, eager: bool = False) -> float:
         """Seconds for one forward + backward of a real batch, without changing anything: it
         warms up kernels and then restores the RNG and drops the gradients."""
         rng = torch.get_rng_state()
         t0 = time.perf_counter()
-        self.micro_step(*self.batches.get(0, 0), False)
+        self.micro_step(*self.batches.get(0, 0), False, length, eager)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - t0) * self.accum
@@ -554,6 +626,7 @@ class Trainer:
             tokens_seen=state.tokens,
             train_seconds=state.train_seconds,
             wall_seconds=time.perf_counter() - self.wall_start,
+            compile_seconds=self.compile_seconds,
             tokens_per_s=state.tokens / max(state.train_seconds, 1e-9),
             best_val_loss=state.best_val_loss,
             best_val_bpb=state.best_val_bpb,
@@ -566,6 +639,25 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
         self.dist.teardown()
+
+
+def expected_train_seconds(cfg: TrainConfig, state: RunState, step_seconds: float) -> float:
+    """How long the rest of the run will train: its time budget, or its step budget at
+    `step_seconds` a step, whichever ends first; without either, until Ctrl-C (infinity)."""
+    left = [math.inf]
+    if cfg.max_time is not None:
+        left.append(cfg.max_time - state.train_seconds)
+    if cfg.max_steps is not None:
+        left.append((cfg.max_steps - state.step) * step_seconds)
+    return min(left)
+
+
+def training_lengths(cfg: TrainConfig, context: int) -> list[int]:
+    """Every sequence length the run trains on: --seq-warmup's stages and the context."""
+    lengths = {context}
+    if cfg.seq_warmup is not None:
+        lengths |= {min(length, context) for length, _ in parse_seq_warmup(cfg.seq_warmup)}
+    return sorted(lengths)
 
 
 def check_data_fits(meta: TokenMeta, model_cfg: ModelConfig) -> None:
